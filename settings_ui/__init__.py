@@ -1,0 +1,89 @@
+"""settings-ui: the global email settings page and JSON API."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request
+from sqlalchemy import event
+from werkzeug.exceptions import HTTPException
+
+from . import api, crypto, pages, service
+from .extensions import csrf, db
+from .instance_files import read_or_create
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULTS: dict[str, Any] = {
+    "SMTP_TIMEOUT": 10,
+    "MAX_CONTENT_LENGTH": 64 * 1024,
+    "SQLITE_BUSY_TIMEOUT_MS": 15_000,
+    "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session, so a form left open still saves
+}
+
+
+def create_app(test_config: dict[str, Any] | None = None, *, instance_path: str | os.PathLike[str] | None = None) -> Flask:
+    """Build the application.
+
+    Configuration is read in this order, each overriding the one before: ``DEFAULTS``,
+    ``instance/config.py``, ``SETTINGS_UI_*`` environment variables, ``test_config``.
+    """
+    instance = Path(instance_path or os.environ.get("SETTINGS_UI_INSTANCE_PATH") or PROJECT_ROOT / "instance")
+    app = Flask(
+        __name__,
+        instance_path=str(instance.resolve()),
+        instance_relative_config=True,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.jinja_env.add_extension("jinja2.ext.do")
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("SETTINGS_UI")
+    if test_config:
+        app.config.from_mapping(test_config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config.setdefault("SQLALCHEMY_DATABASE_URI", f"sqlite:///{Path(app.instance_path) / 'settings.db'}")
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = read_or_create(
+            Path(app.instance_path) / "secret_key", lambda: secrets.token_urlsafe(48)
+        )
+
+    db.init_app(app)
+    csrf.init_app(app)
+    crypto.install(app)
+
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    csrf.exempt(api.bp)  # JSON-only content type and credentials protect the API instead
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Any:
+        # Routing errors (404, 405) happen before a blueprint is chosen, so the
+        # API's own handler cannot see them: send those under its prefix there.
+        if request.path == api.API_PREFIX or request.path.startswith(api.API_PREFIX + "/"):
+            return api.http_error(error)
+        return error
+
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", _sqlite_pragmas(app.config["SQLITE_BUSY_TIMEOUT_MS"]))
+        db.create_all()
+        service.ensure_row()
+    return app
+
+
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def on_connect(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        # WAL lets the page and the API read while another request writes;
+        # the busy timeout makes writers queue instead of failing at once.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect

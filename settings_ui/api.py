@@ -1,0 +1,169 @@
+"""The JSON API under /email-settings/: the published envelope, nothing else.
+
+Every response, success or failure, is ``{"result"|"error": ..., "successful": ...}``;
+the error handlers here make sure no HTML page or traceback ever answers an API call.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from . import service
+from .service import Settings, SettingsError
+
+API_PREFIX = "/email-settings"
+
+bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
+
+_HTTP_MESSAGES = {
+    400: "The request is malformed.",
+    401: "Credentials are missing or wrong.",
+    404: "There is no such API call. The calls are: /email-settings/show, /email-settings/edit "
+    "and /email-settings/clear.",
+    405: "API calls use POST with a JSON body.",
+    413: "The request body is too large.",
+}
+
+
+def error_response(status: int, message: str, **extra: Any) -> Response:
+    """The one place the API's error envelope is built."""
+    response = jsonify({"error": {"message": message, **extra}, "successful": False})
+    response.status_code = status
+    return response
+
+
+def success_response(result: Any, settings: Settings | None = None) -> Response:
+    response = jsonify({"result": result, "successful": True})
+    if settings is not None:
+        response.set_etag(settings.etag)
+    return response
+
+
+@bp.errorhandler(SettingsError)
+def _settings_error(error: SettingsError) -> Response:
+    extra: dict[str, Any] = {"fields": error.fields} if error.fields else {}
+    response = error_response(error.status, error.message, **extra)
+    current = getattr(error, "current", None)
+    if current is not None:
+        response.set_etag(current.etag)
+    return response
+
+
+def http_error(error: HTTPException) -> Response:
+    """An HTTP error (404, 405, 413, ...) in the envelope, for the API's paths."""
+    status = error.code or 500
+    message = _HTTP_MESSAGES.get(status, error.description or error.name)
+    if status == 400 and error.description:
+        message = error.description
+    if status == 413:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        message = f"The request body is larger than the limit of {limit} bytes."
+    response = error_response(status, message)
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    for name, value in error.get_headers():
+        if name.lower() == "www-authenticate":
+            response.headers[name] = value
+    return response
+
+
+bp.register_error_handler(HTTPException, http_error)
+
+
+@bp.errorhandler(Exception)
+def _unexpected(error: Exception) -> Response:
+    current_app.logger.exception("Unexpected error in %s %s", request.method, request.path)
+    return error_response(500, "An unexpected error occurred on the server; it has been logged.")
+
+
+class _RequestProblem(HTTPException):
+    code = 400
+
+
+def _reject(message: str) -> _RequestProblem:
+    return _RequestProblem(description=message)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _reject(f"The JSON body has the key {key!r} twice.")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise _reject(f"The JSON body contains {name}, which is not valid JSON.")
+
+
+def read_params() -> dict[str, Any]:
+    """Return the ``params`` object of the request body, or raise a 400 that says what is wrong."""
+    if request.mimetype != "application/json":
+        raise _reject(
+            "The request body must be JSON sent with Content-Type: application/json "
+            f"(got {request.mimetype or 'no content type'})."
+        )
+    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        body = json.loads(raw, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+    except RecursionError:
+        raise _reject("The JSON body is nested too deeply.") from None
+    except ValueError as problem:
+        raise _reject(f"The request body is not valid JSON: {problem}.") from None
+    if not isinstance(body, dict):
+        raise _reject('The JSON body must be an object: {"params": {...}}.')
+    unknown = sorted(set(body) - {"params"})
+    if unknown:
+        raise _reject(f'Unknown key {unknown[0]!r} in the body; it must be {{"params": {{...}}}}.')
+    if "params" not in body:
+        raise _reject('The JSON body must have "params": an object, {} when there are none.')
+    params = body["params"]
+    if not isinstance(params, dict):
+        raise _reject('"params" must be a JSON object.')
+    return params
+
+
+def expected_versions() -> set[int] | None:
+    """The versions an ``If-Match`` header accepts; None when there is no condition."""
+    if "If-Match" not in request.headers:
+        return None
+    tags = request.if_match
+    if tags.star_tag:
+        return None
+    # A malformed or foreign tag matches no version, so the write is refused (412).
+    return {int(tag) for tag in tags.as_set() if tag.isdigit()}
+
+
+def _no_params() -> None:
+    params = read_params()
+    if params:
+        raise SettingsError(
+            {name: "is not a parameter of this call" for name in params},
+            message=f"This call takes no parameters (got {', '.join(sorted(params))}); send \"params\": {{}}.",
+        )
+
+
+@bp.post("/show")
+def show() -> Response:
+    _no_params()
+    settings = service.show()
+    return success_response(settings.public(), settings)
+
+
+@bp.post("/edit")
+def edit() -> Response:
+    params = read_params()
+    settings = service.edit(params, expected_versions=expected_versions())
+    return success_response(settings.public(), settings)
+
+
+@bp.post("/clear")
+def clear() -> Response:
+    _no_params()
+    settings = service.clear(expected_versions=expected_versions())
+    return success_response(settings.public(), settings)

@@ -1,0 +1,60 @@
+"""Encryption of the stored SMTP password (Fernet from ``cryptography``).
+
+The key never lives in the database: it comes from ``SETTINGS_ENCRYPTION_KEY``
+or from ``instance/encryption.key``, created once with mode 0600. Several keys,
+one per line (or comma-separated in the config value), decrypt; the first encrypts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from flask import Flask, current_app
+
+from .instance_files import read_or_create
+
+KEY_FILE_NAME = "encryption.key"
+
+
+class UndecryptablePasswordError(Exception):
+    """The stored password was encrypted under a key this server does not have."""
+
+
+def load_keys(app: Flask) -> list[str]:
+    configured = app.config.get("SETTINGS_ENCRYPTION_KEY")
+    if configured:
+        text = str(configured).replace(",", "\n")
+    else:
+        text = read_or_create(key_file(app), lambda: Fernet.generate_key().decode())
+    keys = [line.strip() for line in text.splitlines() if line.strip()]
+    for key in keys:
+        Fernet(key)  # fails at start-up, not at the first save, on a malformed key
+    return keys
+
+
+def key_file(app: Flask) -> Path:
+    return Path(app.instance_path) / KEY_FILE_NAME
+
+
+def _cipher() -> MultiFernet:
+    return current_app.extensions["settings_ui.cipher"]
+
+
+def install(app: Flask) -> None:
+    app.extensions["settings_ui.cipher"] = MultiFernet([Fernet(k) for k in load_keys(app)])
+
+
+def encrypt(password: str) -> str:
+    return _cipher().encrypt(password.encode("utf-8")).decode("ascii")
+
+
+def decrypt(token: str) -> str:
+    try:
+        return _cipher().decrypt(token.encode("ascii")).decode("utf-8")
+    except InvalidToken:
+        raise UndecryptablePasswordError(
+            "the stored SMTP password cannot be decrypted with this server's encryption key "
+            "(was the database copied without instance/encryption.key?); "
+            "enter the password again to store it under the current key"
+        ) from None

@@ -1,0 +1,34 @@
+"""The database model: one row of email settings, versioned for optimistic locking."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .extensions import db
+
+SETTINGS_ROW_ID = 1
+
+
+class EmailSettings(db.Model):
+    """The global email settings. There is exactly one row, id 1, created with the table.
+
+    ``version`` grows by one on every write; it is the ETag of the API and the
+    stale-form check of the page.
+    """
+
+    __tablename__ = "email_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    smtp_host: Mapped[str] = mapped_column(String(253), default="")
+    smtp_port: Mapped[int] = mapped_column(Integer, default=0)
+    encryption: Mapped[str] = mapped_column(String(16), default="Plain")
+    from_email: Mapped[str] = mapped_column(String(1024), default="")
+    username: Mapped[str] = mapped_column(String(1024), default="")
+    password_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
+    allow_selfsigned_certs: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    updated_by: Mapped[str | None] = mapped_column(String(255), default=None)

@@ -1,0 +1,87 @@
+"""The settings page: a server-rendered form that saves through the service layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_wtf.csrf import CSRFError
+from werkzeug.wrappers import Response
+
+from . import service
+from .forms import ConfirmForm, SettingsForm
+from .service import Settings, SettingsError, StaleSettingsError
+
+bp = Blueprint("pages", __name__)
+
+
+def _form_data(settings: Settings) -> dict[str, Any]:
+    data = settings.public()
+    data["smtp_port"] = settings.smtp_port or None  # unconfigured shows an empty field, not 0
+    data["version"] = settings.version
+    return data
+
+
+def _submitted_version(form: Any) -> set[int]:
+    text = form.version.data or ""
+    return {int(text)} if text.isdigit() else set()  # a tampered version matches nothing
+
+
+def _render(form: SettingsForm, settings: Settings, status: int = 200, problem: str | None = None) -> tuple[str, int]:
+    return render_template("settings.html", form=form, settings=settings, problem=problem), status
+
+
+@bp.get("/")
+def settings_page() -> tuple[str, int]:
+    settings = service.show()
+    return _render(SettingsForm(data=_form_data(settings)), settings)
+
+
+@bp.post("/")
+def save_settings() -> Response | tuple[str, int]:
+    form = SettingsForm()
+    if not form.validate():
+        return _render(form, service.show(), 400, "The settings were not saved: correct the fields marked below.")
+    try:
+        service.edit(form.to_params(), expected_versions=_submitted_version(form))
+    except StaleSettingsError as stale:
+        return _render(SettingsForm(formdata=None, data=_form_data(stale.current)), stale.current, 409, stale.message)
+    except SettingsError as error:
+        for name, problem in error.fields.items():
+            getattr(form, name).errors.append(problem)
+        return _render(form, service.show(), 400, "The settings were not saved: correct the fields marked below.")
+    flash("Settings saved.")
+    return redirect(url_for(".settings_page"), 303)
+
+
+@bp.get("/clear")
+def confirm_clear() -> str:
+    settings = service.show()
+    return render_template("confirm_clear.html", form=ConfirmForm(data={"version": settings.version}), settings=settings)
+
+
+@bp.post("/clear")
+def clear_settings() -> Response | tuple[str, int]:
+    form = ConfirmForm()
+    form.validate()
+    try:
+        service.clear(expected_versions=_submitted_version(form))
+    except StaleSettingsError as stale:
+        return render_template(
+            "confirm_clear.html",
+            form=ConfirmForm(formdata=None, data={"version": stale.current.version}),
+            settings=stale.current,
+            problem=stale.message,
+        ), 409
+    flash("All email settings were cleared, the password included.")
+    return redirect(url_for(".settings_page"), 303)
+
+
+@bp.app_errorhandler(CSRFError)
+def _csrf_error(error: CSRFError) -> Response | tuple[str, int]:
+    if request.blueprint == "api":  # the API is exempt; this is only for safety
+        return error  # type: ignore[return-value]
+    return render_template("problem.html", title="This form has expired", message=(
+        "The page was open too long or was sent from elsewhere, so it was not accepted "
+        "and nothing was changed. Go back to the settings, reload them, and try again."
+    )), 400

@@ -1,0 +1,87 @@
+"""The rules for email settings, each defined once.
+
+The WTForms form and the JSON API both take their choices, ranges and checks
+from here, so a value the page accepts is a value the API accepts and the
+other way round.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from email_validator import EmailNotValidError, validate_email
+
+ENCRYPTIONS: tuple[str, ...] = ("Plain", "StartTLS", "TLS")
+"""Connection types, in the spelling of the published API."""
+
+CONVENTIONAL_PORTS: dict[str, int] = {"Plain": 25, "StartTLS": 587, "TLS": 465}
+
+PORT_MIN, PORT_MAX = 1, 65535
+HOST_MAX_LENGTH = 253
+TEXT_MAX_LENGTH = 1024
+"""Longest username, password or address we store; no real SMTP value comes near it."""
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_FORBIDDEN_CHARACTERS = {"\r": "a carriage return", "\n": "a line break", "\0": "a NUL character"}
+
+
+def check_no_control_characters(value: str) -> None:
+    """Reject CR, LF and NUL: in SMTP commands or mail headers they would inject lines."""
+    for char, name in _FORBIDDEN_CHARACTERS.items():
+        if char in value:
+            raise ValueError(f"must not contain {name}")
+    if len(value) > TEXT_MAX_LENGTH:
+        raise ValueError(f"must be at most {TEXT_MAX_LENGTH} characters")
+
+
+def normalize_host(value: str) -> str:
+    """Return the host in canonical form: an IP literal or a lower-case DNS name.
+
+    International names are accepted and stored in their ASCII (punycode) form.
+    """
+    host = value.strip()
+    if not host:
+        raise ValueError("is required: the host name or IP address of your SMTP server")
+    literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ipaddress.ip_address(literal))
+    except ValueError:
+        pass
+    if any(c.isspace() for c in host):
+        raise ValueError("must be a host name without spaces, such as smtp.example.com")
+    try:
+        ascii_host = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValueError("is not a valid host name") from None
+    name = ascii_host[:-1] if ascii_host.endswith(".") else ascii_host
+    if len(name) > HOST_MAX_LENGTH:
+        raise ValueError(f"must be at most {HOST_MAX_LENGTH} characters long")
+    for label in name.split("."):
+        if not _LABEL.match(label):
+            raise ValueError(
+                "is not a valid host name: use letters, digits and hyphens "
+                "between dots (for example smtp.example.com), or an IP address"
+            )
+    return name
+
+
+def check_port(value: int) -> None:
+    if not PORT_MIN <= value <= PORT_MAX:
+        raise ValueError(f"must be from {PORT_MIN} to {PORT_MAX}")
+
+
+def normalize_email(value: str) -> str:
+    """Return one email address in normalized form, or raise ValueError saying why not.
+
+    Only the syntax is checked: no DNS look-up, so saving never waits on the network.
+    """
+    address = value.strip()
+    if not address:
+        raise ValueError("is required")
+    if "," in address or ";" in address:
+        raise ValueError("must be one email address, not a list")
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        raise ValueError(f"is not a valid email address: {error}") from None

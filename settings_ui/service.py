@@ -1,0 +1,330 @@
+"""The service layer: every read and write of the email settings goes through here.
+
+The JSON API and the settings page both call these functions; neither touches
+the model directly. Each write is one transaction, committed here once, and is
+guarded by the row's version so that concurrent writers never mix their values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+
+from . import crypto, rules
+from .extensions import db
+from .models import SETTINGS_ROW_ID, EmailSettings
+
+PARAMETER_TYPES: dict[str, type] = {
+    "allow_selfsigned_certs": bool,
+    "encryption": str,
+    "from_email": str,
+    "password": str,
+    "smtp_host": str,
+    "smtp_port": int,
+    "username": str,
+}
+"""The parameters of ``/email-settings/edit``, as published, with their JSON types."""
+
+PUBLIC_FIELDS = tuple(name for name in PARAMETER_TYPES if name != "password")
+
+_WRITE_ATTEMPTS = 20
+_TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", str: "a string"}
+
+
+class SettingsError(Exception):
+    """A request the settings cannot accept; nothing was stored.
+
+    ``fields`` maps parameter names to what is wrong with each, phrased to follow
+    the field's name ("smtp_port" + " must be from 1 to 65535").
+    """
+
+    status = 400
+
+    def __init__(self, fields: Mapping[str, str] | None = None, message: str | None = None):
+        self.fields = dict(fields or {})
+        if message is None:
+            message = "; ".join(f"{name} {problem}" for name, problem in self.fields.items())
+        self.message = message
+        super().__init__(message)
+
+
+class StaleSettingsError(SettingsError):
+    """The settings changed since the caller read them (a stale ETag or form)."""
+
+    status = 412
+
+    def __init__(self, current: Settings):
+        self.current = current
+        super().__init__(
+            message=(
+                "The email settings were changed by someone else since you loaded them "
+                f"(now at version {current.version}); nothing was stored. "
+                "Load them again and repeat your change."
+            )
+        )
+
+
+class BusySettingsError(SettingsError):
+    """Too many concurrent writers: this write gave way and stored nothing."""
+
+    status = 409
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The stored settings as callers may see them: never the password, only whether one is set."""
+
+    smtp_host: str
+    smtp_port: int
+    encryption: str
+    from_email: str
+    username: str
+    allow_selfsigned_certs: bool
+    has_password: bool
+    version: int
+    updated_at: datetime | None
+    updated_by: str | None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.smtp_host)
+
+    @property
+    def etag(self) -> str:
+        return str(self.version)
+
+    def public(self) -> dict[str, Any]:
+        """The ``email_settings`` object of the API: exactly the published keys."""
+        return {name: getattr(self, name) for name in PUBLIC_FIELDS}
+
+
+def show() -> Settings:
+    """Return the stored settings (the unconfigured state on a fresh install)."""
+    return _to_settings(_load_row())
+
+
+def edit(
+    params: Mapping[str, Any],
+    *,
+    expected_versions: Collection[int] | None = None,
+    actor: str | None = None,
+) -> Settings:
+    """Merge ``params`` over the stored settings and store the result if it is complete and valid.
+
+    Omitted parameters keep their stored value; ``password=""`` removes the stored
+    password. Raises :class:`SettingsError` (nothing stored) when a parameter is
+    unknown, of the wrong type or invalid, or when the merged settings are incomplete;
+    :class:`StaleSettingsError` when ``expected_versions`` does not hold the current version.
+    """
+    changes = parse_params(params)
+
+    def merged_values(row: EmailSettings) -> dict[str, Any]:
+        values = merge(row, changes)
+        password = values.pop("password")
+        values["password_encrypted"] = (
+            row.password_encrypted if password is KEEP else crypto.encrypt(password) if password else None
+        )
+        return values
+
+    return _write(merged_values, expected_versions, actor)
+
+
+def clear(*, expected_versions: Collection[int] | None = None, actor: str | None = None) -> Settings:
+    """Remove all settings, the password included, returning to the unconfigured state."""
+    return _write(lambda row: dict(_UNCONFIGURED), expected_versions, actor)
+
+
+_UNCONFIGURED: dict[str, Any] = {
+    "smtp_host": "",
+    "smtp_port": 0,
+    "encryption": "Plain",
+    "from_email": "",
+    "username": "",
+    "password_encrypted": None,
+    "allow_selfsigned_certs": False,
+}
+
+
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+"""The password value of a merge that keeps the stored password."""
+
+
+def parse_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Check each given parameter's name, type and value; return them normalized.
+
+    Raises :class:`SettingsError` naming every parameter that is wrong.
+    """
+    unknown = sorted(set(params) - PARAMETER_TYPES.keys())
+    if unknown:
+        raise SettingsError(
+            {name: "is not a parameter of email settings" for name in unknown},
+            message=(
+                f"Unknown parameter{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. "
+                f"The parameters are: {', '.join(PARAMETER_TYPES)}."
+            ),
+        )
+    errors: dict[str, str] = {}
+    parsed: dict[str, Any] = {}
+    for name, value in params.items():
+        try:
+            parsed[name] = _parse_value(name, value)
+        except ValueError as problem:
+            errors[name] = str(problem)
+    if errors:
+        raise SettingsError(errors)
+    return parsed
+
+
+def _parse_value(name: str, value: Any) -> Any:
+    expected = PARAMETER_TYPES[name]
+    # bool is a subclass of int in Python, but true is not a port number.
+    if type(value) is not expected:
+        raise ValueError(f"must be {_TYPE_NAMES[expected]}, not {_json_type_name(value)}")
+    if expected is str:
+        rules.check_no_control_characters(value)
+    if name == "smtp_port":
+        rules.check_port(value)
+    elif name == "encryption" and value not in rules.ENCRYPTIONS:
+        raise ValueError(f"must be one of {', '.join(rules.ENCRYPTIONS)} (exactly as written)")
+    elif name == "smtp_host" and value:
+        return rules.normalize_host(value)
+    elif name == "from_email" and value:
+        return rules.normalize_email(value)
+    return value
+
+
+def _json_type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number with a fraction" if value != int(value) else "a decimal number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def merge(row: EmailSettings, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge parsed ``changes`` over ``row`` and check the result is complete.
+
+    The returned ``password`` is :data:`KEEP` (the stored one stays), ``""`` (none)
+    or the new password. Raises :class:`SettingsError` when the result is incomplete.
+    """
+    values = {name: changes.get(name, getattr(row, name)) for name in PUBLIC_FIELDS}
+    password = changes.get("password", KEEP)
+    has_password = bool(row.password_encrypted) if password is KEEP else bool(password)
+
+    errors: dict[str, str] = {}
+    if not values["smtp_host"]:
+        errors["smtp_host"] = "is required: the host name or IP address of your SMTP server"
+    if not values["smtp_port"]:
+        errors["smtp_port"] = f"is required: a port from {rules.PORT_MIN} to {rules.PORT_MAX}"
+    if not values["from_email"]:
+        errors["from_email"] = "is required: the address your mail is sent from"
+    if values["username"] and not has_password:
+        errors["password"] = (
+            "cannot be removed while a username is set: clear the username too"
+            if password == ""
+            else "is required when a username is set"
+        )
+    if has_password and not values["username"]:
+        errors["username"] = "is required when a password is set (or remove the password)"
+    if errors:
+        raise SettingsError(errors)
+    values["password"] = password
+    return values
+
+
+def _write(
+    compute: Callable[[EmailSettings], dict[str, Any]],
+    expected_versions: Collection[int] | None,
+    actor: str | None,
+) -> Settings:
+    """Store ``compute(current row)`` as the next version, in one transaction.
+
+    The UPDATE only applies if the version is still the one read, so a concurrent
+    writer in between makes us read and merge again rather than overwrite its
+    change with values computed from an older row.
+    """
+    for _ in range(_WRITE_ATTEMPTS):
+        row = _load_row()
+        if expected_versions is not None and row.version not in expected_versions:
+            db.session.rollback()
+            raise StaleSettingsError(_to_settings(row))
+        try:
+            values = compute(row)
+        except BaseException:
+            db.session.rollback()
+            raise
+        values.update(
+            version=row.version + 1,
+            updated_at=datetime.now(UTC),
+            updated_by=actor,
+        )
+        result = db.session.execute(
+            update(EmailSettings)
+            .where(EmailSettings.id == SETTINGS_ROW_ID, EmailSettings.version == row.version)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            db.session.commit()
+            return show()
+        db.session.rollback()
+    raise BusySettingsError(
+        message="The email settings are being changed by many others at this moment; nothing was stored. Try again."
+    )
+
+
+def _load_row() -> EmailSettings:
+    row = db.session.get(EmailSettings, SETTINGS_ROW_ID, populate_existing=True)
+    if row is None:
+        ensure_row()
+        row = db.session.get(EmailSettings, SETTINGS_ROW_ID, populate_existing=True)
+    return row
+
+
+def ensure_row() -> None:
+    """Create the single settings row if it is missing (a new database)."""
+    if db.session.get(EmailSettings, SETTINGS_ROW_ID) is not None:
+        return
+    db.session.add(EmailSettings(id=SETTINGS_ROW_ID, version=0, **_UNCONFIGURED))
+    try:
+        db.session.commit()
+    except IntegrityError:  # another process created it first
+        db.session.rollback()
+
+
+def _to_settings(row: EmailSettings) -> Settings:
+    updated_at = row.updated_at
+    if updated_at is not None and updated_at.tzinfo is None:
+        updated_at = updated_at.replace(tzinfo=UTC)  # SQLite drops the zone; we store UTC
+    return Settings(
+        smtp_host=row.smtp_host,
+        smtp_port=row.smtp_port,
+        encryption=row.encryption,
+        from_email=row.from_email,
+        username=row.username,
+        allow_selfsigned_certs=row.allow_selfsigned_certs,
+        has_password=bool(row.password_encrypted),
+        version=row.version,
+        updated_at=updated_at,
+        updated_by=row.updated_by,
+    )
