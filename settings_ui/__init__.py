@@ -25,7 +25,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def create_app(test_config: dict[str, Any] | None = None, *, instance_path: str | os.PathLike[str] | None = None) -> Flask:
+def create_app(
+    test_config: dict[str, Any] | None = None, *, instance_path: str | os.PathLike[str] | None = None
+) -> Flask:
     """Build the application.
 
     Configuration is read in this order, each overriding the one before: ``DEFAULTS``,

@@ -136,7 +136,7 @@ def expected_versions() -> set[int] | None:
     if tags.star_tag:
         return None
     # A malformed or foreign tag matches no version, so the write is refused (412).
-    return {int(tag) for tag in tags.as_set() if tag.isdigit()}
+    return {service.parse_version(tag) for tag in tags.as_set()} - {None}
 
 
 def _no_params() -> None:
@@ -144,7 +144,7 @@ def _no_params() -> None:
     if params:
         raise SettingsError(
             {name: "is not a parameter of this call" for name in params},
-            message=f"This call takes no parameters (got {', '.join(sorted(params))}); send \"params\": {{}}.",
+            message=f'This call takes no parameters (got {", ".join(sorted(params))}); send "params": {{}}.',
         )
 
 

@@ -6,7 +6,16 @@ from collections.abc import Callable
 from typing import Any
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, HiddenField, IntegerField, PasswordField, SelectField, StringField
+from wtforms import (
+    BooleanField,
+    EmailField,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    StringField,
+)
 from wtforms.validators import AnyOf, InputRequired, ValidationError
 
 from . import rules
@@ -63,7 +72,7 @@ class SettingsForm(FlaskForm):
     )
     encryption = SelectField(
         "Encryption",
-        choices=[(name, ENCRYPTION_LABELS[name]) for name in rules.ENCRYPTIONS],
+        choices=[SelectChoice(name, ENCRYPTION_LABELS[name]) for name in rules.ENCRYPTIONS],
         validate_choice=False,
         validators=[AnyOf(rules.ENCRYPTIONS, message=f"must be one of {', '.join(rules.ENCRYPTIONS)}")],
         description="StartTLS or TLS keep your credentials and mail private on the way to the server.",

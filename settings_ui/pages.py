@@ -23,8 +23,8 @@ def _form_data(settings: Settings) -> dict[str, Any]:
 
 
 def _submitted_version(form: Any) -> set[int]:
-    text = form.version.data or ""
-    return {int(text)} if text.isdigit() else set()  # a tampered version matches nothing
+    version = service.parse_version(form.version.data)
+    return set() if version is None else {version}  # a tampered version matches nothing
 
 
 def _render(form: SettingsForm, settings: Settings, status: int = 200, problem: str | None = None) -> tuple[str, int]:
@@ -57,7 +57,9 @@ def save_settings() -> Response | tuple[str, int]:
 @bp.get("/clear")
 def confirm_clear() -> str:
     settings = service.show()
-    return render_template("confirm_clear.html", form=ConfirmForm(data={"version": settings.version}), settings=settings)
+    return render_template(
+        "confirm_clear.html", form=ConfirmForm(data={"version": settings.version}), settings=settings
+    )
 
 
 @bp.post("/clear")
@@ -81,7 +83,11 @@ def clear_settings() -> Response | tuple[str, int]:
 def _csrf_error(error: CSRFError) -> Response | tuple[str, int]:
     if request.blueprint == "api":  # the API is exempt; this is only for safety
         return error  # type: ignore[return-value]
-    return render_template("problem.html", title="This form has expired", message=(
-        "The page was open too long or was sent from elsewhere, so it was not accepted "
-        "and nothing was changed. Go back to the settings, reload them, and try again."
-    )), 400
+    return render_template(
+        "problem.html",
+        title="This form has expired",
+        message=(
+            "The page was open too long or was sent from elsewhere, so it was not accepted "
+            "and nothing was changed. Go back to the settings, reload them, and try again."
+        ),
+    ), 400

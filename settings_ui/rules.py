@@ -23,6 +23,10 @@ TEXT_MAX_LENGTH = 1024
 """Longest username, password or address we store; no real SMTP value comes near it."""
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_INVALID_HOST = (
+    "is not a valid host name: use letters, digits and hyphens between dots "
+    "(for example smtp.example.com), or an IP address"
+)
 _FORBIDDEN_CHARACTERS = {"\r": "a carriage return", "\n": "a line break", "\0": "a NUL character"}
 
 
@@ -50,19 +54,18 @@ def normalize_host(value: str) -> str:
         pass
     if any(c.isspace() for c in host):
         raise ValueError("must be a host name without spaces, such as smtp.example.com")
+    if len(host.removesuffix(".")) > HOST_MAX_LENGTH:
+        raise ValueError(f"must be at most {HOST_MAX_LENGTH} characters long")
     try:
         ascii_host = host.encode("idna").decode("ascii").lower()
     except UnicodeError:
-        raise ValueError("is not a valid host name") from None
-    name = ascii_host[:-1] if ascii_host.endswith(".") else ascii_host
+        raise ValueError(_INVALID_HOST) from None
+    name = ascii_host.removesuffix(".")
     if len(name) > HOST_MAX_LENGTH:
         raise ValueError(f"must be at most {HOST_MAX_LENGTH} characters long")
     for label in name.split("."):
         if not _LABEL.match(label):
-            raise ValueError(
-                "is not a valid host name: use letters, digits and hyphens "
-                "between dots (for example smtp.example.com), or an IP address"
-            )
+            raise ValueError(_INVALID_HOST)
     return name
 
 

@@ -103,6 +103,11 @@ class Settings:
         return {name: getattr(self, name) for name in PUBLIC_FIELDS}
 
 
+def parse_version(tag: str | None) -> int | None:
+    """The version an ETag or form field names, or None when it names none of ours."""
+    return int(tag) if tag and tag.isascii() and tag.isdigit() else None
+
+
 def show() -> Settings:
     """Return the stored settings (the unconfigured state on a fresh install)."""
     return _to_settings(_load_row())

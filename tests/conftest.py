@@ -1,0 +1,87 @@
+"""Shared fixtures: a fresh app and SQLite database file per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+
+from settings_ui import create_app
+from settings_ui.extensions import db
+from settings_ui.models import EmailSettings
+
+from .helpers import EXAMPLE_PASSWORD
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's own SETTINGS_UI_* variables must not change what the tests see."""
+    for name in list(os.environ):
+        if name.startswith("SETTINGS_UI_"):
+            monkeypatch.delenv(name)
+
+
+def make_app(tmp_path: Path, **config: Any) -> Flask:
+    settings = {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'settings.db'}",
+        "WTF_CSRF_ENABLED": False,
+    }
+    settings.update(config)
+    return create_app(settings, instance_path=tmp_path / "instance")
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flask]:
+    app = make_app(tmp_path)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def csrf_app(tmp_path: Path) -> Iterator[Flask]:
+    """An app with CSRF protection switched on, as in production."""
+    app = make_app(tmp_path, WTF_CSRF_ENABLED=True)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def stored_row(app: Flask) -> dict[str, Any]:
+    """Every column of the stored settings row, straight from the database."""
+    with app.app_context():
+        row = db.session.get(EmailSettings, 1)
+        return {column.name: getattr(row, column.name) for column in EmailSettings.__table__.columns}
+
+
+@pytest.fixture
+def configured(client: FlaskClient) -> dict[str, Any]:
+    """Store a complete configuration with a password; return the parameters sent."""
+    params = {
+        "smtp_host": "smtp.example.com",
+        "smtp_port": 587,
+        "encryption": "StartTLS",
+        "from_email": "noreply@example.com",
+        "username": "mailer",
+        "password": EXAMPLE_PASSWORD,
+        "allow_selfsigned_certs": False,
+    }
+    response = client.post("/email-settings/edit", json={"params": params})
+    assert response.status_code == 200, response.json
+    return params

@@ -1,0 +1,32 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+EXAMPLE_PASSWORD = "s3cret-Pa55word-never-shown"
+"""A password distinctive enough that finding it anywhere in output is a real leak."""
+
+PUBLIC_KEYS = {"allow_selfsigned_certs", "encryption", "from_email", "smtp_host", "smtp_port", "username"}
+
+
+def call(client: FlaskClient, action: str, params: dict[str, Any] | None = None, **kwargs: Any) -> TestResponse:
+    return client.post(f"/email-settings/{action}", json={"params": params if params is not None else {}}, **kwargs)
+
+
+def assert_error(response: TestResponse, status: int, *fragments: str) -> dict[str, Any]:
+    """The documented error envelope, with a message that contains each fragment."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["successful"] is False
+    assert set(body) == {"error", "successful"}
+    message = body["error"]["message"]
+    assert isinstance(message, str) and message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert EXAMPLE_PASSWORD not in response.get_data(as_text=True)
+    return body["error"]

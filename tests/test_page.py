@@ -1,0 +1,298 @@
+"""The settings page of contract §3: the form, inline errors, the password rules, stale saves, CSRF."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from bs4 import BeautifulSoup
+from flask import Flask
+from flask.testing import FlaskClient
+
+from .conftest import stored_row
+from .helpers import EXAMPLE_PASSWORD, call
+
+
+def page(client: FlaskClient, path: str = "/") -> BeautifulSoup:
+    response = client.get(path)
+    assert response.status_code == 200
+    return BeautifulSoup(response.get_data(as_text=True), "html.parser")
+
+
+def form_values(soup: BeautifulSoup) -> dict[str, Any]:
+    """What a browser would submit for the settings form as it is shown."""
+    form = soup.find("form", id="settings-form")
+    values: dict[str, Any] = {}
+    for element in form.find_all(["input", "select"]):
+        name = element.get("name")
+        if not name:
+            continue
+        if element.name == "select":
+            chosen = element.find("option", selected=True) or element.find("option")
+            values[name] = chosen["value"]
+        elif element.get("type") == "checkbox":
+            if element.has_attr("checked"):
+                values[name] = element.get("value", "y")
+        else:
+            values[name] = element.get("value", "")
+    return values
+
+
+def test_the_page_shows_the_stored_settings(client: FlaskClient, configured: dict[str, Any]) -> None:
+    soup = page(client)
+    assert soup.find("input", attrs={"name": "smtp_host"})["value"] == "smtp.example.com"
+    assert soup.find("input", attrs={"name": "smtp_port"})["value"] == "587"
+    assert soup.find("input", attrs={"name": "from_email"})["value"] == "noreply@example.com"
+    assert soup.find("input", attrs={"name": "username"})["value"] == "mailer"
+    select = soup.find("select", attrs={"name": "encryption"})
+    assert [o["value"] for o in select.find_all("option")] == ["Plain", "StartTLS", "TLS"]
+    assert select.find("option", selected=True)["value"] == "StartTLS"
+
+
+def test_the_password_is_never_filled_in_but_the_page_says_one_is_stored(
+    client: FlaskClient, configured: dict[str, Any]
+) -> None:
+    response = client.get("/")
+    html = response.get_data(as_text=True)
+    assert EXAMPLE_PASSWORD not in html
+    soup = BeautifulSoup(html, "html.parser")
+    password = soup.find("input", attrs={"name": "password"})
+    assert password["type"] == "password"
+    assert not password.get("value")
+    assert "A password is stored" in soup.get_text()
+    assert soup.find("input", attrs={"name": "remove_password"}) is not None
+
+
+def test_a_fresh_install_shows_an_empty_form_and_says_it_is_not_configured(client: FlaskClient) -> None:
+    soup = page(client)
+    assert soup.find("input", attrs={"name": "smtp_port"}).get("value", "") == ""
+    assert "Not configured yet" in soup.get_text()
+    assert "No password is stored" in soup.get_text()
+    assert soup.find("input", attrs={"name": "remove_password"}) is None
+
+
+def test_saving_redirects_with_303_and_confirms(app: Flask, client: FlaskClient) -> None:
+    values = form_values(page(client))
+    values.update(smtp_host="mail.example.net", smtp_port="465", encryption="TLS", from_email="ops@example.net")
+    response = client.post("/", data=values)
+    assert response.status_code == 303
+    assert response.headers["Location"].endswith("/")
+    soup = page(client)
+    assert "Settings saved." in soup.find(attrs={"role": "status"}).get_text()
+    assert soup.find("input", attrs={"name": "smtp_host"})["value"] == "mail.example.net"
+    row = stored_row(app)
+    assert (row["smtp_host"], row["smtp_port"], row["encryption"], row["from_email"]) == (
+        "mail.example.net",
+        465,
+        "TLS",
+        "ops@example.net",
+    )
+    assert row["allow_selfsigned_certs"] is False
+
+
+def test_the_page_and_the_api_see_the_same_settings(client: FlaskClient) -> None:
+    values = form_values(page(client))
+    values.update(
+        smtp_host="mail.example.net",
+        smtp_port="2525",
+        from_email="ops@example.net",
+        allow_selfsigned_certs="y",
+        username="bob",
+        password=EXAMPLE_PASSWORD,
+    )
+    assert client.post("/", data=values).status_code == 303
+    result = call(client, "show").get_json()["result"]
+    assert result == {
+        "allow_selfsigned_certs": True,
+        "encryption": "Plain",
+        "from_email": "ops@example.net",
+        "smtp_host": "mail.example.net",
+        "smtp_port": 2525,
+        "username": "bob",
+    }
+
+
+def test_a_blank_password_keeps_the_stored_one(app: Flask, client: FlaskClient, configured: dict[str, Any]) -> None:
+    before = stored_row(app)["password_encrypted"]
+    values = form_values(page(client))
+    assert values["password"] == ""
+    values["smtp_port"] = "2525"
+    assert client.post("/", data=values).status_code == 303
+    assert stored_row(app)["password_encrypted"] == before
+    assert stored_row(app)["smtp_port"] == 2525
+
+
+def test_the_remove_checkbox_removes_the_stored_password(
+    app: Flask, client: FlaskClient, configured: dict[str, Any]
+) -> None:
+    values = form_values(page(client))
+    values.update(username="", remove_password="y")
+    assert client.post("/", data=values).status_code == 303
+    assert stored_row(app)["password_encrypted"] is None
+    assert "No password is stored" in page(client).get_text()
+
+
+def test_typing_a_password_and_ticking_remove_is_refused_at_the_checkbox(
+    app: Flask, client: FlaskClient, configured: dict[str, Any]
+) -> None:
+    before = stored_row(app)
+    values = form_values(page(client))
+    values.update(password="new-one", remove_password="y")
+    response = client.post("/", data=values)
+    assert response.status_code == 400
+    soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
+    assert "do one or the other" in soup.find(id="remove_password-error").get_text()
+    assert stored_row(app) == before
+
+
+def _assert_inline_error(soup: BeautifulSoup, name: str, fragment: str) -> None:
+    control = soup.find(attrs={"name": name})
+    assert control["aria-invalid"] == "true"
+    error = soup.find(id=f"{control['id']}-error")
+    assert error is not None, f"no error element for {name}"
+    assert f"{control['id']}-error" in control["aria-describedby"].split()
+    assert fragment in error.get_text(), error.get_text()
+    summary = soup.find(id="error-summary")
+    assert summary.find("a", href=f"#{control['id']}") is not None
+
+
+@pytest.mark.parametrize(
+    ("changes", "name", "fragment"),
+    [
+        ({"smtp_port": "70000"}, "smtp_port", "Port must be from 1 to 65535"),
+        ({"smtp_port": "abc"}, "smtp_port", "Port must be a whole number"),
+        ({"smtp_port": ""}, "smtp_port", "Port is required"),
+        ({"from_email": "not-an-address"}, "from_email", "From address is not a valid email address"),
+        ({"from_email": "a@example.com, b@example.com"}, "from_email", "one email address"),
+        ({"smtp_host": "bad host"}, "smtp_host", "SMTP server must be a host name without spaces"),
+        ({"smtp_host": ""}, "smtp_host", "SMTP server is required"),
+        ({"encryption": "SSL"}, "encryption", "must be one of Plain, StartTLS, TLS"),
+        ({"username": "", "password": "x"}, "username", "Username is required when a password is set"),
+        ({"smtp_host": "smtp.example.com\r\nX"}, "smtp_host", "without spaces"),
+        ({"username": "a\nb"}, "username", "Username must not contain a line break"),
+    ],
+)
+def test_invalid_input_is_shown_at_its_field_the_input_is_kept_and_nothing_is_stored(
+    app: Flask, client: FlaskClient, configured: dict[str, Any], changes: dict[str, str], name: str, fragment: str
+) -> None:
+    before = stored_row(app)
+    values = form_values(page(client))
+    values.update(changes)
+    if name == "username":
+        values.pop("remove_password", None)
+    response = client.post("/", data=values)
+    assert response.status_code == 400
+    soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
+    _assert_inline_error(soup, name, fragment)
+    assert "not saved" in soup.find(id="form-problem").get_text()
+    # What the person typed is still there to correct.
+    kept = soup.find(attrs={"name": name})
+    if kept.name == "input" and name != "password" and "\n" not in changes[name] and "\r" not in changes[name]:
+        assert kept.get("value", "") == changes[name]
+    assert EXAMPLE_PASSWORD not in response.get_data(as_text=True)
+    assert stored_row(app) == before
+
+
+def test_a_save_after_someone_else_saved_is_refused_and_shows_their_values(
+    app: Flask, client: FlaskClient, configured: dict[str, Any]
+) -> None:
+    values = form_values(page(client))  # the administrator opens the page
+    call(client, "edit", {"smtp_host": "other.example.com"})  # a colleague saves meanwhile
+    before = stored_row(app)
+    values["smtp_port"] = "2525"
+    response = client.post("/", data=values)
+    assert response.status_code == 409
+    soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
+    assert "changed by someone else" in soup.find(id="form-problem").get_text()
+    assert soup.find("input", attrs={"name": "smtp_host"})["value"] == "other.example.com"
+    assert soup.find("input", attrs={"name": "smtp_port"})["value"] == "587"
+    assert stored_row(app) == before
+    # Saving again from the refreshed form works.
+    assert client.post("/", data=form_values(soup) | {"smtp_port": "2525"}).status_code == 303
+
+
+def test_a_tampered_version_is_refused(app: Flask, client: FlaskClient, configured: dict[str, Any]) -> None:
+    before = stored_row(app)
+    values = form_values(page(client)) | {"version": "abc", "smtp_port": "2525"}
+    assert client.post("/", data=values).status_code == 409
+    assert stored_row(app) == before
+
+
+def test_clearing_asks_for_confirmation_first(app: Flask, client: FlaskClient, configured: dict[str, Any]) -> None:
+    soup = page(client)
+    link = soup.find("a", string=re.compile("Clear settings"))
+    before = stored_row(app)
+    confirm = page(client, link["href"])
+    assert stored_row(app) == before  # showing the question changes nothing
+    assert "smtp.example.com" in confirm.get_text()
+    assert "the stored password" in confirm.get_text()
+    form = confirm.find("form")
+    data = {i["name"]: i.get("value", "") for i in form.find_all("input") if i.get("name")}
+    response = client.post(form["action"], data=data)
+    assert response.status_code == 303
+    row = stored_row(app)
+    assert (row["smtp_host"], row["password_encrypted"], row["username"]) == ("", None, "")
+    assert "cleared" in page(client).find(attrs={"role": "status"}).get_text()
+
+
+def test_clearing_from_a_stale_confirmation_is_refused(
+    app: Flask, client: FlaskClient, configured: dict[str, Any]
+) -> None:
+    confirm = page(client, "/clear")
+    call(client, "edit", {"smtp_port": 2525})
+    before = stored_row(app)
+    form = confirm.find("form")
+    data = {i["name"]: i.get("value", "") for i in form.find_all("input") if i.get("name")}
+    response = client.post(form["action"], data=data)
+    assert response.status_code == 409
+    assert "changed by someone else" in response.get_data(as_text=True)
+    assert stored_row(app) == before
+
+
+def test_every_field_has_a_label_and_help_is_tied_to_its_input(client: FlaskClient) -> None:
+    soup = page(client)
+    form = soup.find("form", id="settings-form")
+    for control in form.find_all(["input", "select"]):
+        if control.get("type") == "hidden":
+            continue
+        assert soup.find("label", attrs={"for": control["id"]}) is not None, control
+        for described in control.get("aria-describedby", "").split():
+            assert soup.find(id=described) is not None
+
+
+def test_no_external_assets(client: FlaskClient) -> None:
+    html = client.get("/").get_data(as_text=True)
+    assert not re.search(r"""(src|href)=["']https?://""", html)
+    assert client.get("/static/style.css").status_code == 200
+    assert client.get("/static/favicon.svg").status_code == 200
+
+
+# --- CSRF, switched on as in production --------------------------------------------
+
+
+def test_csrf_is_enforced_on_the_settings_form(csrf_app: Flask) -> None:
+    client = csrf_app.test_client()
+    call(client, "edit", {"smtp_host": "smtp.example.com", "smtp_port": 25, "from_email": "a@example.com"})
+    before = stored_row(csrf_app)
+    soup = page(client)
+    values = form_values(soup)
+    assert values["csrf_token"]
+    without_token = {k: v for k, v in values.items() if k != "csrf_token"} | {"smtp_port": "2525"}
+    response = client.post("/", data=without_token)
+    assert response.status_code == 400
+    assert "expired" in response.get_data(as_text=True)
+    assert stored_row(csrf_app) == before
+    forged = values | {"csrf_token": "forged", "smtp_port": "2525"}
+    assert client.post("/", data=forged).status_code == 400
+    assert stored_row(csrf_app) == before
+    assert client.post("/", data=values | {"smtp_port": "2525"}).status_code == 303
+    assert stored_row(csrf_app)["smtp_port"] == 2525
+
+
+def test_csrf_is_enforced_on_clear(csrf_app: Flask) -> None:
+    client = csrf_app.test_client()
+    call(client, "edit", {"smtp_host": "smtp.example.com", "smtp_port": 25, "from_email": "a@example.com"})
+    before = stored_row(csrf_app)
+    assert client.post("/clear", data={"version": str(before["version"])}).status_code == 400
+    assert stored_row(csrf_app) == before
