@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,27 @@ def configured(client: FlaskClient) -> dict[str, Any]:
     response = client.post("/email-settings/edit", json={"params": params})
     assert response.status_code == 200, response.json
     return params
+
+
+class LiveServer:
+    """The app served by a real threaded werkzeug server on a free loopback port."""
+
+    def __init__(self, app: Flask):
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[LiveServer]:
+    server = LiveServer(app)
+    yield server
+    server.stop()

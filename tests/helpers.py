@@ -30,3 +30,22 @@ def assert_error(response: TestResponse, status: int, *fragments: str) -> dict[s
         assert fragment in message, f"{fragment!r} not in {message!r}"
     assert EXAMPLE_PASSWORD not in response.get_data(as_text=True)
     return body["error"]
+
+
+def post_json(url: str, body: Any, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
+    """POST a JSON body over real HTTP; return the status and the decoded JSON answer."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

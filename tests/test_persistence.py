@@ -1,0 +1,177 @@
+"""Persistence, configuration and concurrent writers on a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+
+from settings_ui import crypto
+from settings_ui.extensions import db
+
+from .conftest import LiveServer, make_app, stored_row
+from .helpers import EXAMPLE_PASSWORD, call, post_json
+
+
+def test_settings_survive_a_restart_on_the_same_database(tmp_path: Path, configured: dict[str, Any]) -> None:
+    # `configured` saved through the `app` fixture; a second app on the same files is a restart.
+    restarted = make_app(tmp_path)
+    try:
+        result = call(restarted.test_client(), "show").get_json()["result"]
+        assert result == {k: v for k, v in configured.items() if k != "password"}
+        with restarted.app_context():
+            assert crypto.decrypt(stored_row(restarted)["password_encrypted"]) == EXAMPLE_PASSWORD
+    finally:
+        with restarted.app_context():
+            db.engine.dispose()
+
+
+def test_the_database_file_holds_no_plaintext_password(tmp_path: Path, configured: dict[str, Any]) -> None:
+    for path in tmp_path.glob("settings.db*"):
+        assert EXAMPLE_PASSWORD.encode() not in path.read_bytes()
+
+
+def test_the_database_uses_wal_and_a_busy_timeout(app: Flask) -> None:
+    with app.app_context():
+        assert db.session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert db.session.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
+
+
+def test_a_secret_key_is_generated_once_readable_by_the_owner_only(tmp_path: Path) -> None:
+    first = make_app(tmp_path)
+    key_file = tmp_path / "instance" / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(first.config["SECRET_KEY"]) >= 32
+    assert make_app(tmp_path).config["SECRET_KEY"] == first.config["SECRET_KEY"]
+    other = make_app(tmp_path / "elsewhere")
+    assert other.config["SECRET_KEY"] != first.config["SECRET_KEY"]  # never a built-in fallback
+
+
+def test_the_encryption_key_file_is_private(tmp_path: Path) -> None:
+    make_app(tmp_path)
+    assert stat.S_IMODE((tmp_path / "instance" / "encryption.key").stat().st_mode) == 0o600
+
+
+def test_configuration_order_defaults_instance_file_environment_then_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert make_app(tmp_path).config["SMTP_TIMEOUT"] == 10
+    (tmp_path / "instance").mkdir(exist_ok=True)
+    (tmp_path / "instance" / "config.py").write_text("SMTP_TIMEOUT = 20\nSECRET_KEY = 'from-instance-file'\n")
+    app = make_app(tmp_path)
+    assert (app.config["SMTP_TIMEOUT"], app.config["SECRET_KEY"]) == (20, "from-instance-file")
+    monkeypatch.setenv("SETTINGS_UI_SMTP_TIMEOUT", "30")
+    assert make_app(tmp_path).config["SMTP_TIMEOUT"] == 30
+    assert make_app(tmp_path, SMTP_TIMEOUT=40).config["SMTP_TIMEOUT"] == 40
+
+
+def test_the_database_url_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "elsewhere.db"
+    monkeypatch.setenv("SETTINGS_UI_SQLALCHEMY_DATABASE_URI", f"sqlite:///{target}")
+    from settings_ui import create_app
+
+    app = create_app({"TESTING": True}, instance_path=tmp_path / "instance")
+    call(app.test_client(), "edit", {"smtp_host": "a.example.com", "smtp_port": 25, "from_email": "a@example.com"})
+    with app.app_context():
+        db.engine.dispose()
+    assert target.exists()
+    assert not (tmp_path / "instance" / "settings.db").exists()
+
+
+def test_the_default_database_lives_in_the_instance_folder(tmp_path: Path) -> None:
+    from settings_ui import create_app
+
+    app = create_app({"TESTING": True}, instance_path=tmp_path / "instance")
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'instance' / 'settings.db'}"
+    assert (tmp_path / "instance" / "settings.db").exists()  # tables are created on first start
+
+
+THREADS = 24
+EDITS_PER_THREAD = 8
+
+
+def _configuration(thread: int) -> dict[str, Any]:
+    return {
+        "smtp_host": f"host{thread}.example.com",
+        "smtp_port": 1000 + thread,
+        "encryption": ("Plain", "StartTLS", "TLS")[thread % 3],
+        "from_email": f"sender{thread}@example.com",
+        "username": f"user{thread}",
+        "password": f"password-of-{thread}",
+        "allow_selfsigned_certs": thread % 2 == 0,
+    }
+
+
+def test_concurrent_edits_from_many_threads_end_in_one_whole_state(app: Flask, live_server: LiveServer) -> None:
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+    start = threading.Barrier(THREADS)
+
+    def writer(thread: int) -> None:
+        start.wait()
+        for _ in range(EDITS_PER_THREAD):
+            status, body = post_json(f"{live_server.url}/email-settings/edit", {"params": _configuration(thread)})
+            with lock:
+                statuses[status] += 1
+            if status == 200:
+                assert body["result"] == {k: v for k, v in _configuration(thread).items() if k != "password"}
+            else:
+                assert status == 409 and body["successful"] is False, body
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+
+    assert statuses[200] + statuses[409] == THREADS * EDITS_PER_THREAD, statuses
+    assert statuses[200] >= THREADS * EDITS_PER_THREAD * 0.9, statuses
+    row = stored_row(app)
+    winner = int(row["smtp_host"].removeprefix("host").split(".")[0])
+    expected = _configuration(winner)
+    assert {k: row[k] for k in expected if k != "password"} == {k: v for k, v in expected.items() if k != "password"}
+    with app.app_context():
+        assert crypto.decrypt(row["password_encrypted"]) == expected["password"]
+    # Every acknowledged write is one version: none was lost or applied twice.
+    assert row["version"] == statuses[200]
+
+
+def test_concurrent_partial_edits_lose_none_of_each_other(app: Flask, live_server: LiveServer) -> None:
+    base = {"smtp_host": "smtp.example.com", "smtp_port": 25, "from_email": "a@example.com"}
+    assert post_json(f"{live_server.url}/email-settings/edit", {"params": base})[0] == 200
+    start = threading.Barrier(2)
+    results: list[int] = []
+
+    def set_field(params: dict[str, Any]) -> None:
+        start.wait()
+        for _ in range(20):
+            results.append(post_json(f"{live_server.url}/email-settings/edit", {"params": params})[0])
+
+    threads = [
+        threading.Thread(target=set_field, args=({"smtp_port": 2525},)),
+        threading.Thread(target=set_field, args=({"from_email": "b@example.com"},)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert set(results) == {200}
+    row = stored_row(app)
+    assert (row["smtp_port"], row["from_email"]) == (2525, "b@example.com")
+
+
+def test_the_instance_folder_is_created_when_missing(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "instance"
+    from settings_ui import create_app
+
+    create_app({"TESTING": True}, instance_path=target)
+    assert target.is_dir()
+    assert os.access(target / "secret_key", os.R_OK)
