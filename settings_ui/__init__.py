@@ -7,11 +7,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, render_template, request
 from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
 
-from . import api, crypto, pages, service
+from . import api, auth, commands, crypto, pages, security, service
 from .extensions import csrf, db
 from .instance_files import read_or_create
 
@@ -22,6 +22,12 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "SQLITE_BUSY_TIMEOUT_MS": 15_000,
     "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session, so a form left open still saves
+    "PERMANENT_SESSION_LIFETIME": 30 * 60,  # idle seconds before a signed-in admin must sign in again
+    "SESSION_COOKIE_NAME": "settings_ui_session",
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SECURE": False,  # set True when served over HTTPS
+    "LOGIN_THROTTLE_SECONDS": 1.0,  # first wait after repeated failed sign-ins; doubles each time
 }
 
 
@@ -55,8 +61,11 @@ def create_app(
         )
 
     db.init_app(app)
+    auth.init_app(app)  # before CSRF, so an unauthorised client learns nothing else first
     csrf.init_app(app)
     crypto.install(app)
+    security.init_app(app)
+    commands.init_app(app)
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
@@ -64,11 +73,13 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Any:
-        # Routing errors (404, 405) happen before a blueprint is chosen, so the
-        # API's own handler cannot see them: send those under its prefix there.
-        if request.path == api.API_PREFIX or request.path.startswith(api.API_PREFIX + "/"):
+        # Errors raised before a blueprint is chosen (routing, the access guard) reach
+        # this handler: those under the API's prefix get the API's envelope.
+        if api.is_api_path(request.path):
             return api.http_error(error)
-        return error
+        response = error.get_response()
+        response.set_data(render_template("problem.html", title=error.name, message=error.description))
+        return response
 
     with app.app_context():
         if db.engine.dialect.name == "sqlite":

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import service
+from .auth import actor
 from .service import Settings, SettingsError
 
 API_PREFIX = "/email-settings"
@@ -21,11 +22,9 @@ bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
 
 _HTTP_MESSAGES = {
     400: "The request is malformed.",
-    401: "Credentials are missing or wrong.",
     404: "There is no such API call. The calls are: /email-settings/show, /email-settings/edit "
     "and /email-settings/clear.",
     405: "API calls use POST with a JSON body.",
-    413: "The request body is too large.",
 }
 
 
@@ -53,21 +52,27 @@ def _settings_error(error: SettingsError) -> Response:
     return response
 
 
+def is_api_path(path: str) -> bool:
+    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
+
+
 def http_error(error: HTTPException) -> Response:
-    """An HTTP error (404, 405, 413, ...) in the envelope, for the API's paths."""
+    """An HTTP error (401, 404, 405, 413, ...) in the envelope, for the API's paths."""
     status = error.code or 500
-    message = _HTTP_MESSAGES.get(status, error.description or error.name)
-    if status == 400 and error.description:
-        message = error.description
-    if status == 413:
-        limit = current_app.config["MAX_CONTENT_LENGTH"]
-        message = f"The request body is larger than the limit of {limit} bytes."
+    if error.description != type(error).description:  # a message written for this case
+        message = str(error.description)
+    elif status == 413:
+        message = f"The request body is larger than the limit of {current_app.config['MAX_CONTENT_LENGTH']} bytes."
+    else:
+        message = _HTTP_MESSAGES.get(status, error.name)
     response = error_response(status, message)
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
     if isinstance(error, MethodNotAllowed) and error.valid_methods:
         response.headers["Allow"] = ", ".join(error.valid_methods)
-    for name, value in error.get_headers():
-        if name.lower() == "www-authenticate":
-            response.headers[name] = value
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Basic realm="settings-ui", charset="UTF-8"'
     return response
 
 
@@ -158,12 +163,12 @@ def show() -> Response:
 @bp.post("/edit")
 def edit() -> Response:
     params = read_params()
-    settings = service.edit(params, expected_versions=expected_versions())
+    settings = service.edit(params, expected_versions=expected_versions(), actor=actor())
     return success_response(settings.public(), settings)
 
 
 @bp.post("/clear")
 def clear() -> Response:
     _no_params()
-    settings = service.clear(expected_versions=expected_versions())
+    settings = service.clear(expected_versions=expected_versions(), actor=actor())
     return success_response(settings.public(), settings)

@@ -7,6 +7,7 @@ one per line (or comma-separated in the config value), decrypt; the first encryp
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -49,12 +50,36 @@ def encrypt(password: str) -> str:
     return _cipher().encrypt(password.encode("utf-8")).decode("ascii")
 
 
+_UNDECRYPTABLE = (
+    "The stored SMTP password cannot be decrypted with this server's encryption key "
+    "(was the database moved without its instance/encryption.key, or the key changed?). "
+    "Enter the password again to store it under the current key."
+)
+
+
 def decrypt(token: str) -> str:
     try:
         return _cipher().decrypt(token.encode("ascii")).decode("utf-8")
     except InvalidToken:
-        raise UndecryptablePasswordError(
-            "the stored SMTP password cannot be decrypted with this server's encryption key "
-            "(was the database copied without instance/encryption.key?); "
-            "enter the password again to store it under the current key"
-        ) from None
+        raise UndecryptablePasswordError(_UNDECRYPTABLE) from None
+
+
+def rotate(token: str) -> str:
+    """The same password encrypted under the first key."""
+    try:
+        return _cipher().rotate(token.encode("ascii")).decode("ascii")
+    except InvalidToken:
+        raise UndecryptablePasswordError(_UNDECRYPTABLE) from None
+
+
+def write_key_file(app: Flask, keys: list[str]) -> None:
+    """Replace the key file atomically, mode 0600, and use its keys from now on."""
+    path = key_file(app)
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write("\n".join(keys) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    install(app)

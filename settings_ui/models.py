@@ -32,3 +32,16 @@ class EmailSettings(db.Model):
     version: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     updated_by: Mapped[str | None] = mapped_column(String(255), default=None)
+
+
+class AuditEvent(db.Model):
+    """One entry of the audit trail: who did what, when, from where. Never a secret value."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(255))
+    address: Mapped[str] = mapped_column(String(64), default="")
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -9,6 +9,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response
 
 from . import service
+from .auth import actor
 from .forms import ConfirmForm, SettingsForm
 from .service import Settings, SettingsError, StaleSettingsError
 
@@ -28,7 +29,14 @@ def _submitted_version(form: Any) -> set[int]:
 
 
 def _render(form: SettingsForm, settings: Settings, status: int = 200, problem: str | None = None) -> tuple[str, int]:
-    return render_template("settings.html", form=form, settings=settings, problem=problem), status
+    return render_template(
+        "settings.html",
+        form=form,
+        settings=settings,
+        problem=problem,
+        password_problem=service.stored_password_problem(),
+        events=service.recent_events(10),
+    ), status
 
 
 @bp.get("/")
@@ -43,7 +51,7 @@ def save_settings() -> Response | tuple[str, int]:
     if not form.validate():
         return _render(form, service.show(), 400, "The settings were not saved: correct the fields marked below.")
     try:
-        service.edit(form.to_params(), expected_versions=_submitted_version(form))
+        service.edit(form.to_params(), expected_versions=_submitted_version(form), actor=actor())
     except StaleSettingsError as stale:
         return _render(SettingsForm(formdata=None, data=_form_data(stale.current)), stale.current, 409, stale.message)
     except SettingsError as error:
@@ -67,7 +75,7 @@ def clear_settings() -> Response | tuple[str, int]:
     form = ConfirmForm()
     form.validate()
     try:
-        service.clear(expected_versions=_submitted_version(form))
+        service.clear(expected_versions=_submitted_version(form), actor=actor())
     except StaleSettingsError as stale:
         return render_template(
             "confirm_clear.html",

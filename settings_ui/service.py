@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import crypto, rules
 from .extensions import db
-from .models import SETTINGS_ROW_ID, EmailSettings
+from .models import SETTINGS_ROW_ID, AuditEvent, EmailSettings
 
 PARAMETER_TYPES: dict[str, type] = {
     "allow_selfsigned_certs": bool,
@@ -34,6 +34,28 @@ PUBLIC_FIELDS = tuple(name for name in PARAMETER_TYPES if name != "password")
 
 _WRITE_ATTEMPTS = 20
 _TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", str: "a string"}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks for a change, for the audit trail: a user name and the client's address."""
+
+    name: str
+    address: str = ""
+
+
+SYSTEM = Actor("system")
+
+
+@dataclass(frozen=True)
+class Event:
+    """An audit-trail entry as the page shows it."""
+
+    at: datetime
+    actor: str
+    address: str
+    action: str
+    detail: str
 
 
 class SettingsError(Exception):
@@ -117,7 +139,7 @@ def edit(
     params: Mapping[str, Any],
     *,
     expected_versions: Collection[int] | None = None,
-    actor: str | None = None,
+    actor: Actor = SYSTEM,
 ) -> Settings:
     """Merge ``params`` over the stored settings and store the result if it is complete and valid.
 
@@ -136,12 +158,12 @@ def edit(
         )
         return values
 
-    return _write(merged_values, expected_versions, actor)
+    return _write("settings edited", merged_values, expected_versions, actor)
 
 
-def clear(*, expected_versions: Collection[int] | None = None, actor: str | None = None) -> Settings:
+def clear(*, expected_versions: Collection[int] | None = None, actor: Actor = SYSTEM) -> Settings:
     """Remove all settings, the password included, returning to the unconfigured state."""
-    return _write(lambda row: dict(_UNCONFIGURED), expected_versions, actor)
+    return _write("settings cleared", lambda row: dict(_UNCONFIGURED), expected_versions, actor)
 
 
 _UNCONFIGURED: dict[str, Any] = {
@@ -258,9 +280,10 @@ def merge(row: EmailSettings, changes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _write(
+    action: str,
     compute: Callable[[EmailSettings], dict[str, Any]],
     expected_versions: Collection[int] | None,
-    actor: str | None,
+    actor: Actor,
 ) -> Settings:
     """Store ``compute(current row)`` as the next version, in one transaction.
 
@@ -278,11 +301,9 @@ def _write(
         except BaseException:
             db.session.rollback()
             raise
-        values.update(
-            version=row.version + 1,
-            updated_at=datetime.now(UTC),
-            updated_by=actor,
-        )
+        now = datetime.now(UTC)
+        changes = describe_changes(row, values)
+        values.update(version=row.version + 1, updated_at=now, updated_by=actor.name)
         result = db.session.execute(
             update(EmailSettings)
             .where(EmailSettings.id == SETTINGS_ROW_ID, EmailSettings.version == row.version)
@@ -290,12 +311,52 @@ def _write(
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:
+            _add_event(action, actor, changes or "nothing changed", now)
             db.session.commit()
             return show()
         db.session.rollback()
     raise BusySettingsError(
         message="The email settings are being changed by many others at this moment; nothing was stored. Try again."
     )
+
+
+def describe_changes(row: EmailSettings, values: Mapping[str, Any]) -> str:
+    """Which fields a write changes, with old and new values for all but the password."""
+    parts = [
+        f"{name}: {getattr(row, name)!r} → {values[name]!r}"
+        for name in PUBLIC_FIELDS
+        if name in values and values[name] != getattr(row, name)
+    ]
+    new_token = values.get("password_encrypted", row.password_encrypted)
+    if new_token != row.password_encrypted:
+        parts.append(
+            "password removed"
+            if not new_token
+            else "password set"
+            if not row.password_encrypted
+            else "password changed"
+        )
+    return "; ".join(parts)
+
+
+def record_event(action: str, actor: Actor, detail: str = "") -> None:
+    """Add one event to the audit trail, in its own transaction."""
+    _add_event(action, actor, detail, datetime.now(UTC))
+    db.session.commit()
+
+
+def recent_events(limit: int = 10) -> list[Event]:
+    """The newest audit events, newest first."""
+    rows = db.session.scalars(db.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit))
+    return [Event(_as_utc(r.at), r.actor, r.address, r.action, r.detail) for r in rows]
+
+
+def _add_event(action: str, actor: Actor, detail: str, at: datetime) -> None:
+    db.session.add(AuditEvent(at=at, actor=actor.name, address=actor.address, action=action, detail=detail))
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment  # SQLite drops the zone
 
 
 def _load_row() -> EmailSettings:
@@ -318,9 +379,6 @@ def ensure_row() -> None:
 
 
 def _to_settings(row: EmailSettings) -> Settings:
-    updated_at = row.updated_at
-    if updated_at is not None and updated_at.tzinfo is None:
-        updated_at = updated_at.replace(tzinfo=UTC)  # SQLite drops the zone; we store UTC
     return Settings(
         smtp_host=row.smtp_host,
         smtp_port=row.smtp_port,
@@ -330,6 +388,39 @@ def _to_settings(row: EmailSettings) -> Settings:
         allow_selfsigned_certs=row.allow_selfsigned_certs,
         has_password=bool(row.password_encrypted),
         version=row.version,
-        updated_at=updated_at,
+        updated_at=_as_utc(row.updated_at) if row.updated_at else None,
         updated_by=row.updated_by,
     )
+
+
+def stored_password_problem() -> str | None:
+    """Why the stored password cannot be used (a key mismatch), or None when it can or there is none."""
+    row = _load_row()
+    if not row.password_encrypted:
+        return None
+    try:
+        crypto.decrypt(row.password_encrypted)
+    except crypto.UndecryptablePasswordError as problem:
+        return str(problem)
+    return None
+
+
+def rotate_encryption() -> bool:
+    """Re-encrypt the stored password under the first (newest) key; True if there was one."""
+    for _ in range(_WRITE_ATTEMPTS):
+        row = _load_row()
+        if not row.password_encrypted:
+            db.session.rollback()
+            return False
+        result = db.session.execute(
+            update(EmailSettings)
+            .where(EmailSettings.id == SETTINGS_ROW_ID, EmailSettings.version == row.version)
+            .values(password_encrypted=crypto.rotate(row.password_encrypted))
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            _add_event("encryption key rotated", SYSTEM, "password re-encrypted under the new key", datetime.now(UTC))
+            db.session.commit()
+            return True
+        db.session.rollback()
+    raise BusySettingsError(message="The settings kept changing during the rotation; run it again.")
