@@ -22,8 +22,8 @@ bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
 
 _HTTP_MESSAGES = {
     400: "The request is malformed.",
-    404: "There is no such API call. The calls are: /email-settings/show, /email-settings/edit "
-    "and /email-settings/clear.",
+    404: "There is no such API call. The calls are: /email-settings/show, /email-settings/edit, "
+    "/email-settings/clear and /email-settings/test.",
     405: "API calls use POST with a JSON body.",
 }
 
@@ -45,6 +45,7 @@ def success_response(result: Any, settings: Settings | None = None) -> Response:
 @bp.errorhandler(SettingsError)
 def _settings_error(error: SettingsError) -> Response:
     extra: dict[str, Any] = {"fields": error.fields} if error.fields else {}
+    extra.update(error.details)
     response = error_response(error.status, error.message, **extra)
     current = getattr(error, "current", None)
     if current is not None:
@@ -172,3 +173,11 @@ def clear() -> Response:
     _no_params()
     settings = service.clear(expected_versions=expected_versions(), actor=actor())
     return success_response(settings.public(), settings)
+
+
+@bp.post("/test")
+def test() -> Response:
+    report = service.send_test_email(read_params(), actor=actor())
+    return success_response(
+        {"sent": True, "steps": [step.as_dict() for step in report.steps], "elapsed_ms": report.elapsed_ms}
+    )

@@ -98,6 +98,12 @@ class SettingsForm(FlaskForm):
     )
     remove_password = BooleanField("Remove the stored password")
     version = HiddenField()
+    # Not a setting: where the test email goes. Checked by the service, like the API's "to".
+    to = EmailField(
+        "Send a test email to",
+        description="Tests the settings in this form, saved or not. Nothing is saved by testing.",
+        render_kw={"autocomplete": "email"},
+    )
 
     def to_params(self) -> dict[str, Any]:
         """The edit parameters this submission asks for (a blank password keeps the stored one)."""

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response
 
 from . import service
 from .auth import actor
 from .forms import ConfirmForm, SettingsForm
-from .service import Settings, SettingsError, StaleSettingsError
+from .service import Settings, SettingsError, StaleSettingsError, TestEmailFailed
 
 bp = Blueprint("pages", __name__)
 
@@ -20,6 +21,7 @@ def _form_data(settings: Settings) -> dict[str, Any]:
     data = settings.public()
     data["smtp_port"] = settings.smtp_port or None  # unconfigured shows an empty field, not 0
     data["version"] = settings.version
+    data["to"] = session.get("last_test_to", "")
     return data
 
 
@@ -28,7 +30,13 @@ def _submitted_version(form: Any) -> set[int]:
     return set() if version is None else {version}  # a tampered version matches nothing
 
 
-def _render(form: SettingsForm, settings: Settings, status: int = 200, problem: str | None = None) -> tuple[str, int]:
+def _render(
+    form: SettingsForm,
+    settings: Settings,
+    status: int = 200,
+    problem: str | None = None,
+    report: Any = None,
+) -> tuple[str, int]:
     return render_template(
         "settings.html",
         form=form,
@@ -36,7 +44,14 @@ def _render(form: SettingsForm, settings: Settings, status: int = 200, problem: 
         problem=problem,
         password_problem=service.stored_password_problem(),
         events=service.recent_events(10),
+        report=report,
+        last_test=session.get("last_test"),
     ), status
+
+
+def _show_field_errors(form: SettingsForm, error: SettingsError) -> None:
+    for name, message in error.fields.items():
+        getattr(form, name).errors.append(message)
 
 
 @bp.get("/")
@@ -55,11 +70,36 @@ def save_settings() -> Response | tuple[str, int]:
     except StaleSettingsError as stale:
         return _render(SettingsForm(formdata=None, data=_form_data(stale.current)), stale.current, 409, stale.message)
     except SettingsError as error:
-        for name, problem in error.fields.items():
-            getattr(form, name).errors.append(problem)
+        _show_field_errors(form, error)
         return _render(form, service.show(), 400, "The settings were not saved: correct the fields marked below.")
     flash("Settings saved.")
     return redirect(url_for(".settings_page"), 303)
+
+
+@bp.post("/test")
+def send_test_email() -> tuple[str, int]:
+    """Test what is in the form now (a draft); re-show the form as typed, with the outcome."""
+    form = SettingsForm()
+    settings = service.show()
+    not_tested = "No test email was sent: correct the fields marked below."
+    if not form.validate():
+        return _render(form, settings, 400, not_tested)
+    to = (form.to.data or "").strip()
+    try:
+        report = service.send_test_email({"to": to, "settings": form.to_params()}, actor=actor())
+    except TestEmailFailed as failure:
+        report = failure.report
+    except SettingsError as error:
+        _show_field_errors(form, error)
+        return _render(form, settings, 400, not_tested)
+    session["last_test_to"] = to
+    session["last_test"] = {
+        "sent": report.sent,
+        "to": to,
+        "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "message": report.message,
+    }
+    return _render(form, settings, 200, report=report)
 
 
 @bp.get("/clear")

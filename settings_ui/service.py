@@ -7,15 +7,18 @@ guarded by the row's version so that concurrent writers never mix their values.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from . import crypto, rules
+from . import crypto, mailer, rules
 from .extensions import db
 from .models import SETTINGS_ROW_ID, AuditEvent, EmailSettings
 
@@ -32,7 +35,7 @@ PARAMETER_TYPES: dict[str, type] = {
 
 PUBLIC_FIELDS = tuple(name for name in PARAMETER_TYPES if name != "password")
 
-_WRITE_ATTEMPTS = 20
+_WRITE_ATTEMPTS = 50
 _TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", str: "a string"}
 
 
@@ -66,6 +69,8 @@ class SettingsError(Exception):
     """
 
     status = 400
+    details: Mapping[str, Any] = {}
+    """More for the API's error object, beside ``message`` and ``fields``."""
 
     def __init__(self, fields: Mapping[str, str] | None = None, message: str | None = None):
         self.fields = dict(fields or {})
@@ -89,6 +94,15 @@ class StaleSettingsError(SettingsError):
                 "Load them again and repeat your change."
             )
         )
+
+
+class TestEmailFailed(SettingsError):
+    """The test email was not sent; ``report`` says at which step and why."""
+
+    def __init__(self, report: mailer.Report):
+        self.report = report
+        self.details = {"steps": [step.as_dict() for step in report.steps], "elapsed_ms": report.elapsed_ms}
+        super().__init__(message=report.message)
 
 
 class BusySettingsError(SettingsError):
@@ -291,7 +305,9 @@ def _write(
     writer in between makes us read and merge again rather than overwrite its
     change with values computed from an older row.
     """
-    for _ in range(_WRITE_ATTEMPTS):
+    for attempt in range(_WRITE_ATTEMPTS):
+        if attempt:
+            time.sleep(random.uniform(0, 0.002 * attempt))  # jitter, so that retrying writers spread out
         row = _load_row()
         if expected_versions is not None and row.version not in expected_versions:
             db.session.rollback()
@@ -313,7 +329,8 @@ def _write(
         if result.rowcount == 1:
             _add_event(action, actor, changes or "nothing changed", now)
             db.session.commit()
-            return show()
+            # What this write stored, not a fresh read: another writer may already follow it.
+            return _settings_from(_row_values(row) | values)
         db.session.rollback()
     raise BusySettingsError(
         message="The email settings are being changed by many others at this moment; nothing was stored. Try again."
@@ -379,17 +396,23 @@ def ensure_row() -> None:
 
 
 def _to_settings(row: EmailSettings) -> Settings:
+    return _settings_from(_row_values(row))
+
+
+def _row_values(row: EmailSettings) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _COLUMNS}
+
+
+_COLUMNS = tuple(column.name for column in EmailSettings.__table__.columns)
+
+
+def _settings_from(values: Mapping[str, Any]) -> Settings:
     return Settings(
-        smtp_host=row.smtp_host,
-        smtp_port=row.smtp_port,
-        encryption=row.encryption,
-        from_email=row.from_email,
-        username=row.username,
-        allow_selfsigned_certs=row.allow_selfsigned_certs,
-        has_password=bool(row.password_encrypted),
-        version=row.version,
-        updated_at=_as_utc(row.updated_at) if row.updated_at else None,
-        updated_by=row.updated_by,
+        **{name: values[name] for name in PUBLIC_FIELDS},
+        has_password=bool(values["password_encrypted"]),
+        version=values["version"],
+        updated_at=_as_utc(values["updated_at"]) if values["updated_at"] else None,
+        updated_by=values["updated_by"],
     )
 
 
@@ -424,3 +447,78 @@ def rotate_encryption() -> bool:
             return True
         db.session.rollback()
     raise BusySettingsError(message="The settings kept changing during the rotation; run it again.")
+
+
+TEST_PARAMETERS = ("to", "settings")
+_SERVER_IDENTITY = ("smtp_host", "smtp_port", "encryption", "username")
+
+
+def send_test_email(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> mailer.Report:
+    """Send one real test email to ``params["to"]``, through the stored settings or a draft.
+
+    ``params["settings"]`` (optional) holds edit parameters merged over the stored
+    settings and validated like :func:`edit`, but never stored. Raises
+    :class:`SettingsError` for invalid input and :class:`TestEmailFailed` when the
+    server did not accept the message; both are recorded in the audit trail.
+    """
+    unknown = sorted(set(params) - set(TEST_PARAMETERS))
+    if unknown:
+        raise SettingsError(
+            {name: "is not a parameter of the test call" for name in unknown},
+            message=f"Unknown parameter {', '.join(unknown)}: the test call takes to and settings.",
+        )
+    to = _test_recipient(params.get("to"))
+    draft = params.get("settings", {})
+    if not isinstance(draft, dict):
+        raise SettingsError({"settings": f"must be an object of edit parameters, not {_json_type_name(draft)}"})
+    target = resolve_target(draft)
+    db.session.close()  # hold no database connection during the SMTP conversation
+    config = current_app.config
+    report = mailer.send_test_email(
+        target, to, timeout=float(config["SMTP_TIMEOUT"]), ca_file=config.get("SMTP_CA_FILE") or None
+    )
+    where = f"to {to} via {target.smtp_host}:{target.smtp_port} ({target.encryption})"
+    if report.sent:
+        record_event("test email sent", actor, where)
+        return report
+    record_event("test email failed", actor, f"{where}: failed at {report.failed_step}")
+    raise TestEmailFailed(report)
+
+
+def _test_recipient(value: Any) -> str:
+    if value is None or value == "":
+        raise SettingsError({"to": "is required: the address to send the test email to"})
+    try:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string, not {_json_type_name(value)}")
+        rules.check_no_control_characters(value)
+        return rules.normalize_email(value)
+    except ValueError as problem:
+        raise SettingsError({"to": str(problem)}) from None
+
+
+def resolve_target(draft: Mapping[str, Any]) -> mailer.SmtpTarget:
+    """The complete settings a test uses: ``draft`` merged over the stored ones, password included.
+
+    The stored password goes only to the stored server: a draft that changes the host,
+    port, encryption or username must bring its own password.
+    """
+    row = _load_row()
+    values = merge(row, parse_params(draft))
+    password = values.pop("password")
+    if password is KEEP:
+        if not values["username"]:
+            password = ""
+        elif any(values[name] != getattr(row, name) for name in _SERVER_IDENTITY):
+            raise SettingsError(
+                {
+                    "password": "must be entered for this test: the stored password is only sent to the stored "
+                    "smtp_host, smtp_port, encryption and username, and this draft changes them"
+                }
+            )
+        else:
+            try:
+                password = crypto.decrypt(row.password_encrypted or "")
+            except crypto.UndecryptablePasswordError as problem:
+                raise SettingsError({"password": str(problem)}) from None
+    return mailer.SmtpTarget(password=password, **values)

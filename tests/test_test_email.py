@@ -1,0 +1,411 @@
+"""Issue 4: /email-settings/test against real SMTP servers, one test per failure class."""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from flask import Flask
+from flask.testing import FlaskClient
+
+from settings_ui.extensions import db
+
+from .conftest import LiveServer, make_app, stored_row
+from .helpers import EXAMPLE_PASSWORD, assert_error, call, post_json
+from .smtp_servers import (
+    Authenticator,
+    RecordingHandler,
+    dripping_server,
+    free_port,
+    silent_server,
+    smtp_server,
+)
+
+TIMEOUT = 2.0
+RECIPIENT = "admin@example.net"
+SENDER = "noreply@example.com"
+
+
+@dataclass
+class Certificates:
+    ca_file: Path
+    server: ssl.SSLContext  # a certificate for 127.0.0.1 and localhost from our test CA
+    ca: trustme.CA
+
+    def context_for(self, *names: str, **validity: Any) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert(*names, **validity).configure_cert(context)
+        return context
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    ca = trustme.CA()
+    ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return Certificates(ca_file, context, ca)
+
+
+@pytest.fixture
+def app(tmp_path: Path, certificates: Certificates) -> Iterator[Flask]:
+    app = make_app(tmp_path, SMTP_TIMEOUT=TIMEOUT, SMTP_CA_FILE=str(certificates.ca_file))
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def configure(client: FlaskClient, port: int, **overrides: Any) -> None:
+    params = {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "Plain", "from_email": SENDER}
+    params.update(overrides)
+    response = call(client, "edit", params)
+    assert response.status_code == 200, response.get_json()
+
+
+def send(client: FlaskClient, **params: Any) -> Any:
+    return call(client, "test", {"to": RECIPIENT, **params})
+
+
+def step_names(steps: list[dict[str, Any]]) -> list[str]:
+    return [step["name"] for step in steps]
+
+
+def failed(response: Any, step: str, *fragments: str) -> dict[str, Any]:
+    """A 400 naming the failed step; the last step listed is that one, every earlier one passed."""
+    error = assert_error(response, 400, f"the {step} step failed", *fragments)
+    steps = error["steps"]
+    assert steps[-1]["name"] == step and steps[-1]["ok"] is False
+    assert all(s["ok"] for s in steps[:-1])
+    assert all(isinstance(s["ms"], int) and s["detail"] for s in steps)
+    return error
+
+
+# --- Delivery ---------------------------------------------------------------------------------
+
+
+def test_plain_delivery_sends_a_real_message(client: FlaskClient) -> None:
+    with smtp_server() as (port, handler):
+        configure(client, port)
+        response = send(client)
+    assert response.status_code == 200, response.get_json()
+    result = response.get_json()["result"]
+    assert result["sent"] is True
+    assert step_names(result["steps"]) == ["resolve", "connect", "ehlo", "mail_from", "rcpt_to", "data"]
+    assert all(step["ok"] for step in result["steps"])
+    assert isinstance(result["elapsed_ms"], int)
+    [received] = handler.received
+    assert received.mail_from == SENDER and received.rcpt_tos == [RECIPIENT]
+    message = received.message
+    assert message["From"] == SENDER and message["To"] == RECIPIENT
+    assert message["Subject"] == "Test email from settings-ui"
+    assert message["Date"] and message["Message-ID"].endswith("@example.com>")
+    body = message.get_content()
+    assert f"127.0.0.1:{port}" in body and "without encryption" in body
+    assert received.tls is False
+
+
+def test_starttls_with_auth_encrypts_and_signs_in(client: FlaskClient, certificates: Certificates) -> None:
+    auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    with smtp_server(starttls=certificates.server, authenticator=auth, auth_require_tls=True) as (port, handler):
+        configure(client, port, encryption="StartTLS", username="mailer", password=EXAMPLE_PASSWORD)
+        response = send(client)
+    assert response.status_code == 200, response.get_json()
+    steps = response.get_json()["result"]["steps"]
+    assert step_names(steps) == ["resolve", "connect", "ehlo", "starttls", "auth", "mail_from", "rcpt_to", "data"]
+    assert "certificate valid" in steps[3]["detail"]
+    [received] = handler.received
+    assert received.tls is True
+    assert received.authenticated_as == "mailer"
+    assert EXAMPLE_PASSWORD not in response.get_data(as_text=True)
+
+
+def test_implicit_tls_delivery(client: FlaskClient, certificates: Certificates) -> None:
+    with smtp_server(implicit_tls=certificates.server) as (port, handler):
+        configure(client, port, encryption="TLS")
+        response = send(client)
+    assert response.status_code == 200, response.get_json()
+    assert step_names(response.get_json()["result"]["steps"])[:4] == ["resolve", "connect", "tls", "ehlo"]
+    assert handler.received[0].tls is True
+
+
+def test_a_host_name_is_resolved(client: FlaskClient) -> None:
+    with smtp_server() as (port, handler):
+        configure(client, port, smtp_host="localhost")
+        response = send(client)
+    assert response.status_code == 200, response.get_json()
+    assert "127.0.0.1" in response.get_json()["result"]["steps"][0]["detail"]
+    assert len(handler.received) == 1
+
+
+# --- Each failure class --------------------------------------------------------------------------
+
+
+def test_host_not_found(client: FlaskClient) -> None:
+    configure(client, 25, smtp_host="no-such-host.invalid")
+    failed(send(client), "resolve", "no-such-host.invalid", "smtp_host")
+
+
+def test_connection_refused(client: FlaskClient) -> None:
+    port = free_port()
+    configure(client, port)
+    failed(send(client), "connect", "refused", "smtp_port")
+
+
+def test_a_silent_server_times_out_within_the_limit(client: FlaskClient) -> None:
+    with silent_server() as port:
+        configure(client, port)
+        started = time.monotonic()
+        error = failed(send(client), "ehlo", "no SMTP greeting", f"within {TIMEOUT:g} s", "TLS")
+        took = time.monotonic() - started
+    assert error["elapsed_ms"] <= TIMEOUT * 1000 + 500
+    assert took < TIMEOUT + 3  # bounded: the deadline, not a performance figure
+
+
+def test_a_slow_drip_cannot_hold_the_test_past_the_limit(client: FlaskClient) -> None:
+    with dripping_server() as port:
+        configure(client, port)
+        started = time.monotonic()
+        failed(send(client), "ehlo", f"within {TIMEOUT:g} s")
+        took = time.monotonic() - started
+    assert took < TIMEOUT + 3
+
+
+def test_tls_spoken_to_a_plain_port(client: FlaskClient) -> None:
+    with smtp_server() as (port, handler):
+        configure(client, port, encryption="TLS")
+        failed(send(client), "tls", "did not speak TLS", "StartTLS", "587", "465")
+    assert handler.received == []
+
+
+def test_plain_spoken_to_a_tls_port(client: FlaskClient, certificates: Certificates) -> None:
+    with smtp_server(implicit_tls=certificates.server) as (port, handler):
+        configure(client, port, encryption="StartTLS")
+        failed(send(client), "ehlo", "no SMTP greeting", "set encryption to TLS", "465")
+    assert handler.received == []
+
+
+def test_starttls_not_offered_never_continues_unencrypted(client: FlaskClient) -> None:
+    auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    with smtp_server(authenticator=auth) as (port, handler):
+        configure(client, port, encryption="StartTLS", username="mailer", password=EXAMPLE_PASSWORD)
+        failed(send(client), "starttls", "does not offer STARTTLS", "unencrypted")
+    assert auth.attempts == 0 and handler.received == []
+
+
+def _assert_certificate_shown(error: dict[str, Any]) -> None:
+    for fragment in ("subject", "issuer", "valid from", "SHA-256 fingerprint", "allow_selfsigned_certs"):
+        assert fragment in error["message"], fragment
+
+
+def test_an_untrusted_certificate_is_explained_and_allow_selfsigned_accepts_it(
+    tmp_path: Path, certificates: Certificates
+) -> None:
+    app = make_app(tmp_path, SMTP_TIMEOUT=TIMEOUT)  # no SMTP_CA_FILE: our test CA is unknown here
+    client = app.test_client()
+    with smtp_server(starttls=certificates.server) as (port, handler):
+        configure(client, port, encryption="StartTLS")
+        error = failed(send(client), "starttls", "does not trust")
+        _assert_certificate_shown(error)
+        assert handler.received == []
+        configure(client, port, encryption="StartTLS", allow_selfsigned_certs=True)
+        response = send(client)
+        assert response.status_code == 200, response.get_json()
+        assert "certificate not checked" in response.get_json()["result"]["steps"][3]["detail"]
+    assert len(handler.received) == 1
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_an_expired_certificate(client: FlaskClient, certificates: Certificates) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    expired = certificates.context_for(
+        "127.0.0.1", not_before=now - datetime.timedelta(days=30), not_after=now - datetime.timedelta(days=1)
+    )
+    with smtp_server(implicit_tls=expired) as (port, _):
+        configure(client, port, encryption="TLS")
+        error = failed(send(client), "tls", "expired", "Renew")
+    _assert_certificate_shown(error)
+
+
+def test_a_certificate_for_another_host(client: FlaskClient, certificates: Certificates) -> None:
+    other = certificates.context_for("mail.other.example")
+    with smtp_server(starttls=other) as (port, handler):
+        configure(client, port, encryption="StartTLS")
+        error = failed(send(client), "starttls", "not valid for the host name 127.0.0.1", "mail.other.example")
+    _assert_certificate_shown(error)
+    assert handler.received == []
+
+
+def test_auth_not_offered(client: FlaskClient) -> None:
+    auth = Authenticator("mailer", EXAMPLE_PASSWORD)  # AUTH only after TLS, and this is Plain
+    with smtp_server(authenticator=auth, auth_require_tls=True) as (port, handler):
+        configure(client, port, username="mailer", password=EXAMPLE_PASSWORD)
+        failed(send(client), "auth", "does not offer AUTH", "StartTLS or TLS")
+    assert handler.received == []
+
+
+def test_wrong_credentials(client: FlaskClient) -> None:
+    auth = Authenticator("mailer", "the-right-one")
+    with smtp_server(authenticator=auth) as (port, handler):
+        configure(client, port, username="mailer", password=EXAMPLE_PASSWORD)
+        response = send(client)
+        failed(response, "auth", "rejected the username or password", "535")
+    assert EXAMPLE_PASSWORD not in response.get_data(as_text=True)
+    assert handler.received == []
+
+
+def test_sender_refused(client: FlaskClient) -> None:
+    with smtp_server(RecordingHandler(refuse_sender=True)) as (port, _):
+        configure(client, port)
+        failed(send(client), "mail_from", f"refused the sender {SENDER}", "553", "check from_email".capitalize())
+
+
+def test_recipient_refused(client: FlaskClient) -> None:
+    with smtp_server(RecordingHandler(refuse_recipient=True)) as (port, handler):
+        configure(client, port)
+        failed(send(client), "rcpt_to", f"refused the recipient {RECIPIENT}", "550", "User unknown")
+    assert handler.received == []
+
+
+# --- Drafts and the stored password ----------------------------------------------------------
+
+
+def test_a_draft_is_tested_and_never_stored(app: Flask, client: FlaskClient) -> None:
+    configure(client, free_port())  # stored: a port where nothing listens
+    before = stored_row(app)
+    with smtp_server() as (port, handler):
+        response = send(client, settings={"smtp_port": port, "from_email": "draft@example.com"})
+    assert response.status_code == 200, response.get_json()
+    assert handler.received[0].mail_from == "draft@example.com"
+    assert stored_row(app) == before | {"version": before["version"]}
+
+
+def test_a_draft_is_validated_like_edit(app: Flask, client: FlaskClient) -> None:
+    with smtp_server() as (port, handler):
+        configure(client, port)
+        before = stored_row(app)
+        error = assert_error(send(client, settings={"smtp_port": "587", "encryption": "SSL"}), 400, "smtp_port")
+        assert set(error["fields"]) == {"smtp_port", "encryption"}
+    assert handler.connections == 0
+    assert stored_row(app) == before
+
+
+def test_the_stored_password_is_reused_for_the_same_server(client: FlaskClient) -> None:
+    auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    with smtp_server(authenticator=auth) as (port, handler):
+        configure(client, port, username="mailer", password=EXAMPLE_PASSWORD)
+        response = send(client, settings={"from_email": "other@example.com", "smtp_port": port})
+    assert response.status_code == 200, response.get_json()
+    assert handler.received[0].authenticated_as == "mailer"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"smtp_host": "localhost"}, {"encryption": "StartTLS"}, {"username": "someone-else"}, {"smtp_port": "other"}],
+)
+def test_a_draft_for_another_server_must_bring_its_own_password(client: FlaskClient, change: dict[str, Any]) -> None:
+    auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    with smtp_server(authenticator=auth) as (stored_port, _), smtp_server(authenticator=auth) as (other_port, other):
+        configure(client, stored_port, username="mailer", password=EXAMPLE_PASSWORD)
+        draft = {"smtp_port": other_port} if change == {"smtp_port": "other"} else change
+        response = send(client, settings=draft)
+        error = assert_error(response, 400, "password", "must be entered", "stored password")
+        assert set(error["fields"]) == {"password"}
+        assert other.connections == 0 and auth.attempts == 0
+        # With its own password it goes ahead (and that password is the one used).
+        if "smtp_port" in draft:
+            ok = send(client, settings=draft | {"password": EXAMPLE_PASSWORD})
+            assert ok.status_code == 200, ok.get_json()
+            assert other.received[0].authenticated_as == "mailer"
+
+
+def test_a_stored_password_under_another_key_is_explained(tmp_path: Path, certificates: Certificates) -> None:
+    from cryptography.fernet import Fernet
+
+    first = make_app(tmp_path, SMTP_TIMEOUT=TIMEOUT)
+    configure(first.test_client(), 2525, username="mailer", password=EXAMPLE_PASSWORD)
+    with first.app_context():
+        db.engine.dispose()
+    (tmp_path / "instance" / "encryption.key").write_text(Fernet.generate_key().decode() + "\n")
+    moved = make_app(tmp_path, SMTP_TIMEOUT=TIMEOUT)
+    error = assert_error(send(moved.test_client()), 400, "password", "cannot be decrypted", "again")
+    assert set(error["fields"]) == {"password"}
+    with moved.app_context():
+        db.engine.dispose()
+
+
+# --- The call itself -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "fragment"),
+    [
+        ({}, "to", "to is required"),
+        ({"to": ""}, "to", "to is required"),
+        ({"to": "a@example.com, b@example.com"}, "to", "one email address"),
+        ({"to": 5}, "to", "must be a string"),
+        ({"to": "a@example.com\r\nBcc: x@example.com"}, "to", "carriage return"),
+        ({"to": RECIPIENT, "settings": []}, "settings", "must be an object"),
+        ({"to": RECIPIENT, "cc": RECIPIENT}, "cc", "Unknown parameter"),
+    ],
+)
+def test_bad_test_requests_send_nothing(
+    app: Flask, client: FlaskClient, params: dict[str, Any], field: str, fragment: str
+) -> None:
+    with smtp_server() as (port, handler):
+        configure(client, port)
+        before = stored_row(app)
+        assert_error(call(client, "test", params), 400, field, fragment)
+    assert handler.connections == 0
+    assert stored_row(app) == before
+
+
+def test_testing_without_settings_says_what_is_missing(client: FlaskClient) -> None:
+    error = assert_error(send(client), 400, "smtp_host is required")
+    assert {"smtp_host", "smtp_port", "from_email"} <= set(error["fields"])
+
+
+def test_tests_are_in_the_audit_trail(app: Flask, client: FlaskClient) -> None:
+    with smtp_server() as (port, _):
+        configure(client, port)
+        send(client)
+    configure(client, free_port())
+    send(client)
+    from settings_ui import service
+
+    with app.app_context():
+        events = service.recent_events(5)
+    assert events[0].action == "test email failed" and "connect" in events[0].detail
+    assert events[2].action == "test email sent" and RECIPIENT in events[2].detail
+
+
+def test_other_requests_are_served_while_a_test_waits(app: Flask, live_server: LiveServer) -> None:
+    with silent_server() as port:
+        post_json(
+            f"{live_server.url}/email-settings/edit",
+            {"params": {"smtp_host": "127.0.0.1", "smtp_port": port, "from_email": SENDER}},
+        )
+        outcome: dict[str, Any] = {}
+
+        def run_test() -> None:
+            outcome["test"] = post_json(f"{live_server.url}/email-settings/test", {"params": {"to": RECIPIENT}})
+
+        tester = threading.Thread(target=run_test)
+        tester.start()
+        time.sleep(0.3)  # the test is now waiting for a greeting that never comes
+        status, body = post_json(f"{live_server.url}/email-settings/show", {"params": {}})
+        assert status == 200 and body["result"]["smtp_port"] == port
+        status, _ = post_json(f"{live_server.url}/email-settings/edit", {"params": {"smtp_port": 2525}})
+        assert status == 200
+        assert tester.is_alive()  # both answered while the test was still running
+        tester.join(timeout=TIMEOUT + 5)
+    assert outcome["test"][0] == 400
