@@ -100,7 +100,7 @@ class SettingsForm(FlaskForm):
     version = HiddenField()
     # Not a setting: where the test email goes. Checked by the service, like the API's "to".
     to = EmailField(
-        "Send a test email to",
+        "Recipient",
         description="Tests the settings in this form, saved or not. Nothing is saved by testing.",
         render_kw={"autocomplete": "email"},
     )

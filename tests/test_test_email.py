@@ -409,3 +409,77 @@ def test_other_requests_are_served_while_a_test_waits(app: Flask, live_server: L
         assert tester.is_alive()  # both answered while the test was still running
         tester.join(timeout=TIMEOUT + 5)
     assert outcome["test"][0] == 400
+
+
+# --- The page's test button ----------------------------------------------------------------------
+
+
+def _page_values(client: FlaskClient) -> dict[str, Any]:
+    from .test_page import form_values, page
+
+    return form_values(page(client))
+
+
+def test_the_page_tests_the_form_as_a_draft_and_remembers_the_recipient(app: Flask, client: FlaskClient) -> None:
+    from bs4 import BeautifulSoup
+
+    configure(client, free_port())
+    before = stored_row(app)
+    with smtp_server() as (port, handler):
+        values = _page_values(client) | {"smtp_port": str(port), "to": RECIPIENT}
+        response = client.post("/test", data=values)
+    assert response.status_code == 200
+    soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
+    result = soup.find(id="test-result")
+    assert "Sent." in result.get_text() and result["role"] == "status"
+    assert [li.find(class_="name").get_text(" ", strip=True) for li in soup.select("ol.steps li")][-1] == "data passed"
+    assert soup.find("input", attrs={"name": "smtp_port"})["value"] == str(port)  # the draft stays in the form
+    assert "saved only when you press Save settings" in result.get_text()
+    assert len(handler.received) == 1
+    assert stored_row(app) == before  # testing saved nothing
+    later = BeautifulSoup(client.get("/").get_data(as_text=True), "html.parser")
+    assert later.find("input", attrs={"name": "to"})["value"] == RECIPIENT
+    assert "sent." in later.find(id="last-test").get_text()
+
+
+def test_the_page_shows_a_failed_step(client: FlaskClient) -> None:
+    from bs4 import BeautifulSoup
+
+    configure(client, free_port())
+    response = client.post("/test", data=_page_values(client) | {"to": RECIPIENT})
+    assert response.status_code == 200
+    soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
+    result = soup.find(id="test-result")
+    assert result["role"] == "alert"
+    assert "Not sent." in result.get_text() and "refused the connection" in result.get_text()
+    failed_step = soup.select("ol.steps li")[-1]
+    assert "connect failed" in failed_step.get_text(" ", strip=True)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "fragment"),
+    [
+        ({"to": ""}, "to", "Recipient is required"),
+        ({"to": "not-an-address"}, "to", "not a valid email address"),
+        ({"smtp_port": "99999"}, "smtp_port", "Port must be from 1 to 65535"),
+        ({"smtp_host": "localhost"}, "password", "must be entered for this test"),
+    ],
+)
+def test_the_page_shows_test_problems_at_their_field(
+    app: Flask, client: FlaskClient, changes: dict[str, str], field: str, fragment: str
+) -> None:
+    from bs4 import BeautifulSoup
+
+    auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    with smtp_server(authenticator=auth) as (port, handler):
+        configure(client, port, username="mailer", password=EXAMPLE_PASSWORD)
+        before = stored_row(app)
+        response = client.post("/test", data=_page_values(client) | {"to": RECIPIENT} | changes)
+    assert response.status_code == 400
+    soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
+    control = soup.find(attrs={"name": field})
+    assert control["aria-invalid"] == "true"
+    assert fragment in soup.find(id=f"{control['id']}-error").get_text()
+    assert "No test email was sent" in soup.find(id="form-problem").get_text()
+    assert handler.connections == 0 and auth.attempts == 0
+    assert stored_row(app) == before
