@@ -9,7 +9,7 @@ from flask import Blueprint, flash, redirect, render_template, request, session,
 from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response
 
-from . import service
+from . import rules, service
 from .auth import actor
 from .forms import ConfirmForm, SettingsForm
 from .service import Settings, SettingsError, StaleSettingsError, TestEmailFailed
@@ -46,6 +46,7 @@ def _render(
         events=service.recent_events(10),
         report=report,
         last_test=session.get("last_test"),
+        conventional_ports=rules.CONVENTIONAL_PORTS,
     ), status
 
 

@@ -1,0 +1,74 @@
+// Progressive enhancement for the settings page. The page works fully without it.
+(function () {
+  "use strict";
+
+  var form = document.getElementById("settings-form");
+  if (!form) {
+    return;
+  }
+  var encryption = form.elements.namedItem("encryption");
+  var port = form.elements.namedItem("smtp_port");
+  var selfSigned = form.elements.namedItem("allow_selfsigned_certs");
+  var conventional = JSON.parse(form.getAttribute("data-conventional-ports") || "{}");
+  var portNote = document.getElementById("port-note");
+  var selfSignedNote = document.getElementById("selfsigned-note");
+
+  // The port follows the encryption only while it still holds what we (or the
+  // convention) put there: a port the person typed is never overwritten.
+  var previous = encryption.value;
+  encryption.addEventListener("change", function () {
+    var current = port.value.trim();
+    if (current === "" || Number(current) === conventional[previous]) {
+      port.value = String(conventional[encryption.value]);
+    }
+    previous = encryption.value;
+    update();
+  });
+  port.addEventListener("input", update);
+
+  function update() {
+    var plain = encryption.value === "Plain";
+    selfSigned.disabled = plain;
+    selfSignedNote.hidden = !plain;
+
+    var number = Number(port.value.trim());
+    var warning = "";
+    if (number === 465 && encryption.value !== "TLS") {
+      warning = "Port 465 usually expects TLS from the start, not " + encryption.value + ".";
+    } else if (number === 587 && encryption.value === "TLS") {
+      warning = "Port 587 usually expects StartTLS, not TLS from the start.";
+    } else if (number === 25 && encryption.value === "TLS") {
+      warning = "Port 25 usually speaks plain SMTP or StartTLS, not TLS from the start.";
+    }
+    portNote.textContent = warning;
+    portNote.hidden = warning === "";
+  }
+
+  var testButton = document.getElementById("test-button");
+  var progress = document.getElementById("test-progress");
+  form.addEventListener("submit", function (event) {
+    // A disabled checkbox is not submitted: enable it so saving keeps its value.
+    selfSigned.disabled = false;
+    if (event.submitter === testButton) {
+      var seconds = testButton.getAttribute("data-timeout");
+      progress.textContent = "Sending the test email… this takes at most " + seconds + " seconds.";
+      // Disable only after the browser has taken the button's formaction.
+      window.setTimeout(function () {
+        testButton.disabled = true;
+        testButton.setAttribute("aria-busy", "true");
+      }, 0);
+    }
+  });
+
+  var summary = document.getElementById("error-summary");
+  if (summary) {
+    summary.focus();
+  } else {
+    var result = document.getElementById("test-result");
+    if (result) {
+      result.scrollIntoView({ block: "center" });
+    }
+  }
+
+  update();
+})();

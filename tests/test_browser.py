@@ -1,0 +1,399 @@
+"""Issue 5: the page in a real Chromium (Debian's), driven by Playwright.
+
+Without /usr/bin/chromium these tests skip with a message; CI installs it and sets
+REQUIRE_BROWSER_TESTS=1, which turns a missing browser into a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from settings_ui.extensions import db
+
+from .conftest import LiveServer, make_app, stored_row
+from .helpers import EXAMPLE_PASSWORD
+from .smtp_servers import Authenticator, free_port, silent_server, smtp_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PROJECT = Path(__file__).resolve().parent.parent
+SCREENSHOT = PROJECT / "docs" / "screenshot.png"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        message = (
+            f"browser tests need Debian's Chromium at {CHROMIUM}: run `apt-get install chromium` "
+            "(CI does, and sets REQUIRE_BROWSER_TESTS=1)"
+        )
+        if os.environ.get("REQUIRE_BROWSER_TESTS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _serve(app: Flask) -> Iterator[LiveServer]:
+    server = LiveServer(app)
+    yield server
+    server.stop()
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def site_app(tmp_path: Path) -> Flask:
+    return make_app(tmp_path, WTF_CSRF_ENABLED=True, SMTP_TIMEOUT=3)
+
+
+@pytest.fixture
+def site(site_app: Flask) -> Iterator[LiveServer]:
+    yield from _serve(site_app)
+
+
+class Tab:
+    """A page in a fresh browser context that records console errors (CSP violations among them)."""
+
+    def __init__(self, browser: Any, base_url: str, **context_options: Any):
+        self.context = browser.new_context(base_url=base_url, **context_options)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("response", self._response)
+
+    def _console(self, message: Any) -> None:
+        # A page answered 400 or 409 on purpose (a form with errors) is logged as a failed
+        # load; the tests check those statuses themselves. Sub-resources are checked below.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.errors.append(message.text)
+
+    def _response(self, response: Any) -> None:
+        if response.status >= 400 and response.request.resource_type != "document":
+            self.errors.append(f"{response.status} for {response.url}")
+
+
+@pytest.fixture
+def tab_factory(browser: Any) -> Iterator[Any]:
+    tabs: list[Tab] = []
+
+    def open_tab(base_url: str, **options: Any) -> Tab:
+        options.setdefault("viewport", {"width": 1100, "height": 900})
+        tab = Tab(browser, base_url, **options)
+        tabs.append(tab)
+        return tab
+
+    yield open_tab
+    errors = [error for tab in tabs for error in tab.errors]
+    for tab in tabs:
+        tab.context.close()
+    assert errors == [], f"console errors: {errors}"
+
+
+@pytest.fixture
+def page(site: LiveServer, tab_factory: Any) -> Any:
+    return tab_factory(site.url).page
+
+
+def fill_settings(page: Any, port: int | str = 587, encryption: str = "StartTLS", **extra: str) -> None:
+    page.goto("/")
+    page.select_option("#encryption", encryption)
+    page.fill("#smtp_host", extra.pop("host", "smtp.example.com"))
+    page.fill("#smtp_port", str(port))
+    page.fill("#from_email", extra.pop("from_email", "noreply@example.com"))
+    for name, value in extra.items():
+        page.fill(f"#{name}", value)
+
+
+def save(page: Any) -> None:
+    page.get_by_role("button", name="Save settings").click()
+    page.wait_for_load_state()
+
+
+# --- Save, reload, errors ---------------------------------------------------------------------
+
+
+def test_fill_save_confirm_and_reload(page: Any, site_app: Flask) -> None:
+    fill_settings(page, username="mailer", password=EXAMPLE_PASSWORD)
+    save(page)
+    assert page.get_by_role("status").filter(has_text="Settings saved.").is_visible()
+    page.reload()
+    assert page.input_value("#smtp_host") == "smtp.example.com"
+    assert page.input_value("#smtp_port") == "587"
+    assert page.input_value("#encryption") == "StartTLS"
+    assert page.input_value("#username") == "mailer"
+    assert page.input_value("#password") == ""
+    assert page.get_by_text("A password is stored").is_visible()
+    assert EXAMPLE_PASSWORD not in page.content()
+    assert stored_row(site_app)["smtp_port"] == 587
+
+
+def test_server_side_errors_are_inline_announced_and_linked(page: Any, site_app: Flask) -> None:
+    fill_settings(page, port="70000", from_email="not-an-address")
+    save(page)
+    summary = page.locator("#error-summary")
+    assert summary.is_visible()
+    assert page.evaluate("document.activeElement.id") == "error-summary"  # focus moved to the summary
+    port = page.locator("#smtp_port")
+    assert port.get_attribute("aria-invalid") == "true"
+    assert "smtp_port-error" in port.get_attribute("aria-describedby").split()
+    assert page.locator("#smtp_port-error").inner_text() == "Port must be from 1 to 65535."
+    assert page.input_value("#from_email") == "not-an-address"  # the input is kept
+    summary.get_by_role("link", name="From address is not a valid email address", exact=False).click()
+    assert page.evaluate("document.activeElement.id") == "from_email"
+    assert stored_row(site_app)["smtp_host"] == ""
+
+
+def test_enter_in_a_field_saves_rather_than_tests(page: Any, site_app: Flask) -> None:
+    fill_settings(page, port=25, encryption="Plain")
+    page.press("#smtp_host", "Enter")
+    page.wait_for_load_state()
+    assert page.get_by_text("Settings saved.").is_visible()
+    assert stored_row(site_app)["smtp_port"] == 25
+
+
+# --- Test email -------------------------------------------------------------------------------
+
+
+def test_send_a_test_email_from_the_page(page: Any, site_app: Flask) -> None:
+    with smtp_server() as (port, handler):
+        fill_settings(page, port=port, encryption="Plain", host="127.0.0.1")
+        page.fill("#to", "me@example.net")
+        page.get_by_role("button", name="Send test email").click()
+        page.wait_for_load_state()
+        result = page.locator("#test-result")
+        assert "Sent." in result.inner_text()
+    assert handler.received[0].rcpt_tos == ["me@example.net"]
+    assert page.locator("ol.steps li").count() == 6
+    assert page.input_value("#smtp_port") == str(port)  # the draft is still in the form
+    assert stored_row(site_app)["smtp_host"] == ""  # and was not saved
+
+
+def test_the_test_button_shows_progress_while_it_runs(page: Any) -> None:
+    with silent_server() as port:
+        fill_settings(page, port=port, encryption="Plain", host="127.0.0.1")
+        page.fill("#to", "me@example.net")
+        # While the post is pending the old page still runs: let it note what it shows then,
+        # in sessionStorage, which outlives the navigation to the result.
+        page.evaluate(
+            """() => document.getElementById("settings-form").addEventListener("submit", () =>
+                 setTimeout(() => sessionStorage.setItem("seen", JSON.stringify([
+                   document.getElementById("test-progress").textContent,
+                   document.getElementById("test-button").disabled])), 100))"""
+        )
+        page.get_by_role("button", name="Send test email").click()
+        page.locator("#test-result").wait_for(timeout=10_000)
+    progress_text, disabled = json.loads(page.evaluate("sessionStorage.getItem('seen')"))
+    assert "Sending the test email" in progress_text and "3 seconds" in progress_text
+    assert disabled is True
+    assert "Not sent." in page.locator("#test-result").inner_text()
+    assert "no SMTP greeting" in page.locator("#test-result").inner_text()
+
+
+# --- Progressive enhancement ------------------------------------------------------------------
+
+
+def test_encryption_fills_the_conventional_port_but_never_a_typed_one(page: Any) -> None:
+    page.goto("/")
+    assert page.input_value("#smtp_port") == ""
+    page.select_option("#encryption", "StartTLS")
+    assert page.input_value("#smtp_port") == "587"
+    page.select_option("#encryption", "TLS")
+    assert page.input_value("#smtp_port") == "465"
+    page.select_option("#encryption", "Plain")
+    assert page.input_value("#smtp_port") == "25"
+    page.fill("#smtp_port", "2525")
+    page.select_option("#encryption", "StartTLS")
+    assert page.input_value("#smtp_port") == "2525"
+
+
+def test_self_signed_is_disabled_with_a_note_while_plain(page: Any, site_app: Flask) -> None:
+    page.goto("/")
+    page.select_option("#encryption", "Plain")
+    assert page.locator("#allow_selfsigned_certs").is_disabled()
+    assert page.locator("#selfsigned-note").is_visible()
+    page.select_option("#encryption", "TLS")
+    assert page.locator("#allow_selfsigned_certs").is_enabled()
+    assert page.locator("#selfsigned-note").is_hidden()
+
+
+def test_a_disabled_checkbox_keeps_its_stored_value_on_save(page: Any, site_app: Flask) -> None:
+    fill_settings(page, port=465, encryption="TLS")
+    page.check("#allow_selfsigned_certs")
+    save(page)
+    page.select_option("#encryption", "Plain")
+    page.fill("#smtp_port", "25")
+    save(page)
+    assert stored_row(site_app)["allow_selfsigned_certs"] is True
+
+
+def test_a_warning_shows_when_port_and_encryption_disagree(page: Any) -> None:
+    page.goto("/")
+    page.select_option("#encryption", "StartTLS")
+    page.fill("#smtp_port", "465")
+    assert "465 usually expects TLS" in page.locator("#port-note").inner_text()
+    page.select_option("#encryption", "TLS")
+    assert page.locator("#port-note").is_hidden()
+    page.fill("#smtp_port", "587")
+    assert "587 usually expects StartTLS" in page.locator("#port-note").inner_text()
+
+
+def test_the_page_works_without_javascript(site: LiveServer, site_app: Flask, tab_factory: Any) -> None:
+    page = tab_factory(site.url, java_script_enabled=False).page
+    fill_settings(page, port=587, encryption="StartTLS")
+    save(page)
+    assert page.get_by_text("Settings saved.").is_visible()
+    with smtp_server() as (port, handler):
+        fill_settings(page, port=port, encryption="Plain", host="127.0.0.1")
+        page.fill("#to", "me@example.net")
+        page.get_by_role("button", name="Send test email").click()
+        page.wait_for_load_state()
+    assert "Sent." in page.locator("#test-result").inner_text()
+    assert len(handler.received) == 1
+
+
+# --- Clear, login --------------------------------------------------------------------------------
+
+
+def test_clearing_asks_for_confirmation(page: Any, site_app: Flask) -> None:
+    fill_settings(page, username="mailer", password=EXAMPLE_PASSWORD)
+    save(page)
+    page.get_by_role("link", name="Clear settings…").click()
+    assert page.get_by_role("heading", name="Clear the email settings?").is_visible()
+    assert stored_row(site_app)["smtp_host"] == "smtp.example.com"
+    page.get_by_role("button", name="Yes, clear all email settings").click()
+    page.wait_for_load_state()
+    assert page.get_by_text("All email settings were cleared").is_visible()
+    assert page.input_value("#smtp_host") == ""
+    row = stored_row(site_app)
+    assert (row["smtp_host"], row["password_encrypted"]) == ("", None)
+
+
+@pytest.fixture
+def admin_site(tmp_path: Path) -> Iterator[LiveServer]:
+    from .test_security import ADMIN, ADMIN_HASH
+
+    yield from _serve(make_app(tmp_path, WTF_CSRF_ENABLED=True, ADMIN_USERNAME=ADMIN, ADMIN_PASSWORD_HASH=ADMIN_HASH))
+
+
+def test_login_and_logout(admin_site: LiveServer, tab_factory: Any) -> None:
+    from .test_security import ADMIN, ADMIN_PASSWORD
+
+    page = tab_factory(admin_site.url).page
+    page.goto("/")
+    assert page.get_by_role("heading", name="Sign in").is_visible()
+    page.fill("#username", ADMIN)
+    page.fill("#password", "wrong")
+    page.get_by_role("button", name="Sign in").click()
+    assert page.get_by_text("The username or password is wrong.").is_visible()
+    page.fill("#username", ADMIN)
+    page.fill("#password", ADMIN_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    assert page.get_by_role("heading", name="Email settings").is_visible()
+    assert page.get_by_text(f"Signed in as {ADMIN}").is_visible()
+    page.get_by_role("button", name="Sign out").click()
+    assert page.get_by_role("heading", name="Sign in").is_visible()
+    page.goto("/")
+    assert page.get_by_role("heading", name="Sign in").is_visible()
+
+
+# --- Accessibility, layout, keyboard ------------------------------------------------------------
+
+
+def _serious_violations(page: Any) -> list[str]:
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    return [
+        f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def test_axe_finds_nothing_serious(page: Any, admin_site: LiveServer, tab_factory: Any) -> None:
+    page.goto("/")
+    assert _serious_violations(page) == []
+    fill_settings(page, port="70000", from_email="bad")
+    save(page)
+    assert page.locator("#error-summary").is_visible()
+    assert _serious_violations(page) == []
+    page.goto("/clear")
+    assert _serious_violations(page) == []
+    logged_out = tab_factory(admin_site.url).page
+    logged_out.goto("/login")
+    assert _serious_violations(logged_out) == []
+
+
+def test_readable_at_375_pixels_without_horizontal_scrolling(site: LiveServer, tab_factory: Any) -> None:
+    page = tab_factory(site.url, viewport={"width": 375, "height": 800}).page
+    with smtp_server() as (port, _):
+        fill_settings(page, port=port, encryption="Plain", host="127.0.0.1")
+        page.fill("#to", "me@example.net")
+        page.get_by_role("button", name="Send test email").click()
+        page.wait_for_load_state()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.goto("/clear")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def test_everything_is_reachable_by_keyboard_with_a_visible_focus(page: Any) -> None:
+    page.goto("/")
+    reached = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            """() => { const e = document.activeElement;
+                       if (e === document.body) return null;
+                       const s = getComputedStyle(e);
+                       return [e.id || e.textContent.trim(), s.outlineStyle !== "none" && s.outlineWidth !== "0px"] }"""
+        )
+        if focused is None:  # past the last control
+            break
+        reached.append(focused[0])
+        assert focused[1], f"no visible focus on {focused[0]}"
+    assert reached[0] == "Skip to the settings"
+    for control in ["smtp_host", "smtp_port", "encryption", "from_email", "username", "password", "to"]:
+        assert control in reached
+    assert reached.index("save-button") < reached.index("to") < reached.index("test-button")
+    assert reached[-1] == "Clear settings…"
+
+
+def test_readme_screenshot(site: LiveServer, tab_factory: Any) -> None:
+    """Takes the README's screenshot; UPDATE_SCREENSHOT=1 writes it to docs/screenshot.png."""
+    page = tab_factory(site.url, viewport={"width": 1000, "height": 900}).page
+    with smtp_server(authenticator=Authenticator("mailer", EXAMPLE_PASSWORD)) as (port, _):
+        fill_settings(
+            page, port=port, encryption="Plain", host="127.0.0.1", username="mailer", password=EXAMPLE_PASSWORD
+        )
+        save(page)
+        page.fill("#to", "admin@example.net")
+        page.get_by_role("button", name="Send test email").click()
+        page.wait_for_load_state()
+    target = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") == "1" else Path(site.url.split(":")[-1] + ".png")
+    if target != SCREENSHOT:
+        target = Path(os.environ.get("TMPDIR", "/tmp")) / f"settings-ui-{free_port()}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(target), full_page=True)
+    assert target.stat().st_size > 10_000
+    if target != SCREENSHOT:
+        target.unlink()
