@@ -11,7 +11,7 @@ from flask import Flask, render_template, request
 from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
 
-from . import api, auth, commands, crypto, pages, security, service
+from . import api, auth, commands, crypto, openapi, pages, security, service
 from .extensions import csrf, db
 from .instance_files import read_or_create
 
@@ -69,6 +69,7 @@ def create_app(
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
     csrf.exempt(api.bp)  # JSON-only content type and credentials protect the API instead
 
     @app.errorhandler(HTTPException)

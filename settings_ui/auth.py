@@ -42,7 +42,7 @@ bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
 
 # Endpoints anyone allowed to reach the server may use without signing in.
-PUBLIC_ENDPOINTS = {"auth.login", "static"}
+PUBLIC_ENDPOINTS = {"auth.login", "static", "openapi.openapi_json"}
 
 
 @dataclass

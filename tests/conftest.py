@@ -17,6 +17,7 @@ from settings_ui.extensions import db
 from settings_ui.models import EmailSettings
 
 from .helpers import EXAMPLE_PASSWORD
+from .openapi_check import ConformingClient
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +35,9 @@ def make_app(tmp_path: Path, **config: Any) -> Flask:
         "WTF_CSRF_ENABLED": False,
     }
     settings.update(config)
-    return create_app(settings, instance_path=tmp_path / "instance")
+    app = create_app(settings, instance_path=tmp_path / "instance")
+    app.test_client_class = ConformingClient
+    return app
 
 
 @pytest.fixture

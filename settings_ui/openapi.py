@@ -1,0 +1,258 @@
+"""The OpenAPI 3.1 description of the JSON API, built from the same rules the API enforces."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from . import rules
+from .service import PARAMETER_TYPES
+
+bp = Blueprint("openapi", __name__)
+
+_JSON_TYPES = {bool: "boolean", int: "integer", str: "string"}
+_NO_CONTROL = "^[^\\r\\n\\x00]*$"
+
+_DESCRIPTIONS = {
+    "allow_selfsigned_certs": "allow self-signed or otherwise invalid server certificates",
+    "encryption": "type of connection to use to SMTP server",
+    "from_email": "from email address for outgoing emails (one address; stored normalized)",
+    "password": 'password to use to authenticate to SMTP server (write-only; "" removes it)',
+    "smtp_host": "host name or IP address of SMTP server",
+    "smtp_port": "port number of SMTP server",
+    "username": "username to use to authenticate to SMTP server",
+}
+
+
+def _parameter_schema(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": _JSON_TYPES[PARAMETER_TYPES[name]], "description": _DESCRIPTIONS[name]}
+    if name == "encryption":
+        schema["enum"] = list(rules.ENCRYPTIONS)
+    elif name == "smtp_port":
+        schema.update(minimum=rules.PORT_MIN, maximum=rules.PORT_MAX)
+    elif name == "smtp_host":
+        schema.update(maxLength=rules.HOST_MAX_LENGTH + 2, pattern=_NO_CONTROL)
+    elif schema["type"] == "string":
+        schema.update(maxLength=rules.TEXT_MAX_LENGTH, pattern=_NO_CONTROL)
+    return schema
+
+
+def _envelope(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["result", "successful"],
+        "additionalProperties": False,
+        "properties": {"result": result, "successful": {"const": True}},
+    }
+
+
+def _error(description: str, extra_headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    if extra_headers:
+        response["headers"] = extra_headers
+    return response
+
+
+def _request(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["params"],
+                    "additionalProperties": False,
+                    "properties": {"params": params},
+                }
+            }
+        },
+    }
+
+
+_ETAG = {"ETag": {"description": "version of the stored settings, for If-Match", "schema": {"type": "string"}}}
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": "an ETag from show: the call is refused (412) if the settings changed since",
+    "schema": {"type": "string"},
+}
+
+
+def _responses(success: dict[str, Any], *, conditional: bool = False) -> dict[str, Any]:
+    responses = {
+        "200": success,
+        "400": _error("the request is malformed or a parameter is invalid; nothing was stored"),
+        "401": _error(
+            "credentials are missing or wrong (only when an admin account is configured)",
+            {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        ),
+        "403": _error("no admin account is configured and the client is not on this machine"),
+        "405": _error("not POST"),
+        "413": _error("the request body is too large"),
+        "429": _error("too many failed sign-ins from this address", {"Retry-After": {"schema": {"type": "string"}}}),
+        "500": _error("unexpected server error (details in the server log, never in the response)"),
+    }
+    if conditional:
+        responses["409"] = _error("too many concurrent writers; nothing was stored, try again")
+        responses["412"] = _error("If-Match names a version that is no longer current; nothing was stored", _ETAG)
+    return responses
+
+
+def _settings_success(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": _ETAG,
+        "content": {
+            "application/json": {"schema": _envelope({"$ref": "#/components/schemas/EmailSettings"})},
+        },
+    }
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI document (built once: it depends on code only)."""
+    public = [name for name in PARAMETER_TYPES if name != "password"]
+    no_params = _request({"type": "object", "maxProperties": 0})
+    edit_params = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {name: _parameter_schema(name) for name in PARAMETER_TYPES},
+    }
+    test_params = {
+        "type": "object",
+        "required": ["to"],
+        "additionalProperties": False,
+        "properties": {
+            "to": {"type": "string", "minLength": 3, "pattern": _NO_CONTROL, "description": "one recipient address"},
+            "settings": {"$ref": "#/components/schemas/EditParams"},
+        },
+    }
+    step = {
+        "type": "object",
+        "required": ["name", "ok", "ms", "detail"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"enum": ["resolve", "connect", "tls", "ehlo", "starttls", "auth", "mail_from", "rcpt_to", "data"]},
+            "ok": {"type": "boolean"},
+            "ms": {"type": "integer", "minimum": 0},
+            "detail": {"type": "string"},
+        },
+    }
+    test_result = {
+        "type": "object",
+        "required": ["sent", "steps", "elapsed_ms"],
+        "additionalProperties": False,
+        "properties": {
+            "sent": {"const": True},
+            "steps": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}},
+            "elapsed_ms": {"type": "integer", "minimum": 0},
+        },
+    }
+    test_responses = _responses(
+        {
+            "description": "the server accepted the test message",
+            "content": {"application/json": {"schema": _envelope(test_result)}},
+        }
+    )
+    test_responses["400"] = _error(
+        "invalid input, or the test email was not sent: error.steps lists the steps that ran"
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "settings-ui email settings API",
+            "version": "1.0.0",
+            "description": "Global email settings: which SMTP server the product sends its mail through. "
+            'Every call is POST with a JSON body {"params": {...}}; every answer is the envelope '
+            '{"result": ..., "successful": true} or {"error": {"message": ...}, "successful": false}. '
+            "The password is write-only.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"basicAuth": []}, {"sessionCookie": []}, {}],
+        "paths": {
+            "/email-settings/show": {
+                "post": {
+                    "operationId": "show",
+                    "summary": "Show the stored email settings",
+                    "requestBody": no_params,
+                    "responses": _responses(_settings_success("the stored settings")),
+                }
+            },
+            "/email-settings/edit": {
+                "post": {
+                    "operationId": "edit",
+                    "summary": "Edit global email settings (omitted parameters keep their value)",
+                    "parameters": [_IF_MATCH],
+                    "requestBody": _request({"$ref": "#/components/schemas/EditParams"}),
+                    "responses": _responses(_settings_success("the settings as stored"), conditional=True),
+                }
+            },
+            "/email-settings/clear": {
+                "post": {
+                    "operationId": "clear",
+                    "summary": "Remove all email settings, the password included",
+                    "parameters": [_IF_MATCH],
+                    "requestBody": no_params,
+                    "responses": _responses(_settings_success("the unconfigured state"), conditional=True),
+                }
+            },
+            "/email-settings/test": {
+                "post": {
+                    "operationId": "test",
+                    "summary": "Send one real test email through the stored settings or a draft",
+                    "requestBody": _request(test_params),
+                    "responses": test_responses,
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "basicAuth": {"type": "http", "scheme": "basic"},
+                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "settings_ui_session"},
+            },
+            "schemas": {
+                "EmailSettings": {
+                    "type": "object",
+                    "required": public,
+                    "additionalProperties": False,
+                    "properties": {
+                        **{name: _parameter_schema(name) for name in public},
+                        # Stored values may be the unconfigured state: empty host, port 0.
+                        "smtp_host": {"type": "string", "maxLength": rules.HOST_MAX_LENGTH},
+                        "smtp_port": {"type": "integer", "minimum": 0, "maximum": rules.PORT_MAX},
+                    },
+                },
+                "EditParams": edit_params,
+                "Step": step,
+                "ErrorResponse": {
+                    "type": "object",
+                    "required": ["error", "successful"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "successful": {"const": False},
+                        "error": {
+                            "type": "object",
+                            "required": ["message"],
+                            "properties": {
+                                "message": {"type": "string", "minLength": 1},
+                                "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+                                "steps": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}},
+                                "elapsed_ms": {"type": "integer", "minimum": 0},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    return jsonify(document())

@@ -1,0 +1,107 @@
+"""Issue 6: /openapi.json describes the API, and it stays true."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from flask import Flask, Response
+from flask.testing import FlaskClient
+from jsonschema import Draft202012Validator
+
+from settings_ui import rules
+from settings_ui.openapi import document
+
+from .openapi_check import check_response
+
+
+def test_the_document_is_served_without_login(tmp_path: Any) -> None:
+    from .conftest import make_app
+    from .test_security import ADMIN, ADMIN_HASH
+
+    app = make_app(tmp_path, ADMIN_USERNAME=ADMIN, ADMIN_PASSWORD_HASH=ADMIN_HASH)
+    response = app.test_client().get("/openapi.json")
+    assert response.status_code == 200
+    assert response.get_json()["openapi"].startswith("3.1")
+
+
+def test_every_api_route_is_described(app: Flask) -> None:
+    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.")}
+    assert routes == set(document()["paths"])
+    for path, item in document()["paths"].items():
+        assert set(item) == {"post"}, path
+        responses = item["post"]["responses"]
+        assert {"200", "400", "401", "403", "405", "413", "500"} <= set(responses)
+
+
+def test_the_document_takes_its_limits_from_the_rules() -> None:
+    params = document()["components"]["schemas"]["EditParams"]["properties"]
+    assert params["encryption"]["enum"] == list(rules.ENCRYPTIONS)
+    assert (params["smtp_port"]["minimum"], params["smtp_port"]["maximum"]) == (rules.PORT_MIN, rules.PORT_MAX)
+    assert "password" not in document()["components"]["schemas"]["EmailSettings"]["properties"]
+    assert document()["components"]["securitySchemes"]["basicAuth"] == {"type": "http", "scheme": "basic"}
+
+
+def test_every_schema_in_the_document_is_a_valid_json_schema() -> None:
+    for schema in document()["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+
+
+def _fake(status: int, body: Any, headers: dict[str, str] | None = None) -> Any:
+    return Response(json.dumps(body), status=status, mimetype="application/json", headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers"),
+    [
+        (200, {"result": {"smtp_host": "x"}, "successful": True}, {"ETag": '"1"'}),  # keys missing
+        (200, {"result": {}, "successful": True, "extra": 1}, {"ETag": '"1"'}),
+        (400, {"error": {}, "successful": False}, None),  # no message
+        (400, {"error": {"message": "x"}, "successful": True}, None),
+        (418, {"error": {"message": "x"}, "successful": False}, None),  # undocumented status
+        (
+            200,
+            {
+                "result": {
+                    "allow_selfsigned_certs": False,
+                    "encryption": "Plain",
+                    "from_email": "",
+                    "smtp_host": "",
+                    "smtp_port": 0,
+                    "username": "",
+                    "password": "leaked",
+                },
+                "successful": True,
+            },
+            {"ETag": '"1"'},
+        ),
+    ],
+)
+def test_the_conformance_check_catches_what_breaks_the_contract(
+    status: int, body: Any, headers: dict[str, str] | None
+) -> None:
+    with pytest.raises(AssertionError):
+        check_response("POST", "/email-settings/show", _fake(status, body, headers))
+
+
+def test_a_missing_etag_breaks_the_contract() -> None:
+    body = {
+        "result": {
+            "allow_selfsigned_certs": False,
+            "encryption": "Plain",
+            "from_email": "",
+            "smtp_host": "",
+            "smtp_port": 0,
+            "username": "",
+        },
+        "successful": True,
+    }
+    check_response("POST", "/email-settings/show", _fake(200, body, {"ETag": '"0"'}))
+    with pytest.raises(AssertionError):
+        check_response("POST", "/email-settings/show", _fake(200, body))
+
+
+def test_the_test_clients_check_every_api_answer(client: FlaskClient) -> None:
+    # The fixtures' client runs check_response on every /email-settings call.
+    assert type(client).__name__ == "ConformingClient"
