@@ -11,8 +11,8 @@ from flask import Flask, render_template, request
 from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
 
-from . import api, auth, commands, crypto, openapi, pages, security, service
-from .extensions import csrf, db
+from . import api, auth, commands, crypto, openapi, pages, schema, security, service
+from .extensions import csrf, db, migrate
 from .instance_files import read_or_create
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +61,7 @@ def create_app(
         )
 
     db.init_app(app)
+    migrate.init_app(app, db, directory=str(schema.MIGRATIONS_DIR))
     auth.init_app(app)  # before CSRF, so an unauthorised client learns nothing else first
     csrf.init_app(app)
     crypto.install(app)
@@ -85,7 +86,7 @@ def create_app(
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas(app.config["SQLITE_BUSY_TIMEOUT_MS"]))
-        db.create_all()
+        schema.upgrade_database(app)
         service.ensure_row()
     return app
 

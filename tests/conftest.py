@@ -48,6 +48,40 @@ def app(tmp_path: Path) -> Iterator[Flask]:
         db.engine.dispose()
 
 
+DATABASES = ["sqlite", "postgresql"]
+
+
+def database_url(kind: str, tmp_path: Path) -> str:
+    """A fresh, empty database of ``kind`` for one test."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'settings.db'}"
+    url = os.environ.get("TEST_DATABASE_URL", "")
+    if not url.startswith("postgresql"):
+        message = (
+            "PostgreSQL tests need TEST_DATABASE_URL: run `bash .ci/postgres` as root and "
+            "export TEST_DATABASE_URL=<the URL it prints> (CI does, and sets REQUIRE_POSTGRES_TESTS=1)"
+        )
+        if os.environ.get("REQUIRE_POSTGRES_TESTS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS audit_event, email_settings, alembic_version CASCADE"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(params=DATABASES)
+def any_database_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
+    """The app on a fresh SQLite file, then on a fresh PostgreSQL database."""
+    app = make_app(tmp_path, SQLALCHEMY_DATABASE_URI=database_url(request.param, tmp_path))
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()

@@ -34,6 +34,13 @@ def assert_error(response: TestResponse, status: int, *fragments: str) -> dict[s
 
 def post_json(url: str, body: Any, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
     """POST a JSON body over real HTTP; return the status and the decoded JSON answer."""
+    status, answer, _ = post_json_with_headers(url, body, headers, timeout)
+    return status, answer
+
+
+def post_json_with_headers(
+    url: str, body: Any, headers: dict[str, str] | None = None, timeout: float = 30
+) -> tuple[int, Any, Any]:
     import json
     import urllib.error
     import urllib.request
@@ -46,6 +53,6 @@ def post_json(url: str, body: Any, headers: dict[str, str] | None = None, timeou
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            return response.status, json.loads(response.read()), response.headers
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        return error.code, json.loads(error.read()), error.headers

@@ -15,6 +15,13 @@ from settings_ui.extensions import db
 from .conftest import stored_row
 from .helpers import EXAMPLE_PASSWORD, PUBLIC_KEYS, assert_error, call
 
+
+@pytest.fixture
+def app(any_database_app: Flask) -> Flask:
+    """Every API test runs on SQLite and on PostgreSQL."""
+    return any_database_app
+
+
 UNCONFIGURED = {
     "allow_selfsigned_certs": False,
     "encryption": "Plain",

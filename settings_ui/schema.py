@@ -1,0 +1,59 @@
+"""Bringing the database schema up to date at start-up, through the Alembic migrations."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from flask import Flask
+from sqlalchemy import inspect, text
+
+from .extensions import db
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+FIRST_REVISION = "0001"
+"""The schema that databases made before migrations existed already have."""
+
+_ADVISORY_LOCK_ID = 7_420_311  # any constant shared by every process of this app
+
+
+def alembic_config() -> Config:
+    config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def upgrade_database(app: Flask) -> None:
+    """Apply every pending migration, once, even with several processes starting together."""
+    config = alembic_config()
+    with _process_lock(Path(app.instance_path) / "migrate.lock"), db.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # App servers on other hosts: PostgreSQL itself serialises the upgrade.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ADVISORY_LOCK_ID})
+        tables = set(inspect(connection).get_table_names())
+        config.attributes["connection"] = connection
+        if "email_settings" in tables and "alembic_version" not in tables:
+            command.stamp(config, FIRST_REVISION)  # made by create_all before migrations existed
+        command.upgrade(config, "head")
+
+
+def current_revision() -> str | None:
+    with db.engine.connect() as connection:
+        if "alembic_version" not in inspect(connection).get_table_names():
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+@contextlib.contextmanager
+def _process_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,76 @@
+"""The app as a real process (`python app.py`), for tests that kill or multiply it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .helpers import post_json, post_json_with_headers
+from .smtp_servers import free_port
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+class AppProcess:
+    def __init__(self, instance: Path, env: dict[str, str] | None = None, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = instance.parent / f"app-{self.port}.log"
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
+        environment.update({"SETTINGS_UI_INSTANCE_PATH": str(instance), **(env or {})})
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "app.py", "--port", str(self.port)],
+                cwd=PROJECT,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"app exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                if post_json(f"{self.url}/email-settings/show", {"params": {}}, timeout=2)[0] == 200:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"app did not answer within {timeout} s: {self.log.read_text()[-2000:]}")
+
+    def call(self, action: str, params: dict, headers: dict[str, str] | None = None) -> tuple[int, dict, Any]:
+        """Status, JSON body and headers of one API call."""
+        return post_json_with_headers(f"{self.url}/email-settings/{action}", {"params": params}, headers, timeout=30)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@contextlib.contextmanager
+def app_processes(count: int, instance: Path, env: dict[str, str] | None = None) -> Iterator[list[AppProcess]]:
+    started: list[AppProcess] = []
+    try:
+        for _ in range(count):
+            started.append(AppProcess(instance, env))
+        yield started
+    finally:
+        for process in started:
+            process.stop()
