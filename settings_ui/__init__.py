@@ -10,8 +10,9 @@ from typing import Any
 from flask import Flask, render_template, request
 from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, auth, commands, crypto, openapi, pages, schema, security, service
+from . import api, auth, commands, crypto, health, openapi, pages, schema, security, service
 from .extensions import csrf, db, migrate
 from .instance_files import read_or_create
 
@@ -28,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SECURE": False,  # set True when served over HTTPS
     "LOGIN_THROTTLE_SECONDS": 1.0,  # first wait after repeated failed sign-ins; doubles each time
+    "PROXY_FIX": 0,  # how many reverse proxies stand in front (0: trust no X-Forwarded-* header)
 }
 
 
@@ -71,6 +73,11 @@ def create_app(
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(health.bp)
+    if app.config["PROXY_FIX"]:
+        # Behind N reverse proxies: trust their X-Forwarded-For/-Proto/-Host/-Prefix, no more.
+        hops = int(app.config["PROXY_FIX"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_prefix=hops)  # type: ignore[method-assign]
     csrf.exempt(api.bp)  # JSON-only content type and credentials protect the API instead
 
     @app.errorhandler(HTTPException)

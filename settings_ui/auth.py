@@ -43,6 +43,8 @@ login_manager = LoginManager()
 
 # Endpoints anyone allowed to reach the server may use without signing in.
 PUBLIC_ENDPOINTS = {"auth.login", "static", "openapi.openapi_json"}
+# Endpoints every client may use, even in loopback-only mode: load balancers probe from afar.
+OPEN_ENDPOINTS = {"health.healthz"}
 
 
 @dataclass
@@ -183,6 +185,8 @@ def _is_api_request() -> bool:
 def _guard() -> Response | None:
     """Runs before every request: loopback-only without an admin, login or Basic with one."""
     address = request.remote_addr or ""
+    if request.endpoint in OPEN_ENDPOINTS:
+        return None
     if not admin_configured():
         if not is_loopback(address):
             raise Forbidden(

@@ -1,14 +1,19 @@
-"""``flask --app app hash-password`` and ``flask --app app rotate-key``."""
+"""Command-line tools: ``flask --app app hash-password | rotate-key | email-settings ...``."""
 
 from __future__ import annotations
+
+import json
+import sys
+from typing import Any
 
 import click
 from cryptography.fernet import Fernet
 from flask import Flask, current_app
-from flask.cli import with_appcontext
+from flask.cli import AppGroup, with_appcontext
 from werkzeug.security import generate_password_hash
 
 from . import crypto, service
+from .service import Actor, SettingsError
 
 
 @click.command("hash-password")
@@ -54,6 +59,131 @@ def rotate_key() -> None:
     )
 
 
+email_settings = AppGroup("email-settings", help="Show, change, test, export and import the email settings.")
+CLI_ACTOR = Actor("command line")
+EXPORT_FORMAT = "settings-ui/email-settings/1"
+
+
+def _print_settings(settings: service.Settings) -> None:
+    click.echo(json.dumps(settings.public(), indent=2, sort_keys=True))
+
+
+def _port(_context: click.Context, _parameter: click.Parameter, value: str | None) -> int | str | None:
+    # Pass a non-number on as it is, so that the service says what is wrong, as the API would.
+    return int(value) if value is not None and value.strip().lstrip("-").isdigit() else value
+
+
+def _fail(error: SettingsError) -> click.ClickException:
+    return click.ClickException(error.message)
+
+
+@email_settings.command("show")
+def show_command() -> None:
+    """Print the stored settings as JSON (never the password)."""
+    _print_settings(service.show())
+
+
+@email_settings.command("edit")
+@click.option("--smtp-host", help="host name or IP address of the SMTP server")
+@click.option("--smtp-port", callback=_port, help="port of the SMTP server (1-65535)")
+@click.option("--encryption", help="Plain, StartTLS or TLS")
+@click.option("--from-email", help="sender address of every email")
+@click.option("--username", help="user name to sign in with ('' for none)")
+@click.option("--password-stdin", is_flag=True, help="read the password from the first line of standard input")
+@click.option("--remove-password", is_flag=True, help="remove the stored password")
+@click.option(
+    "--allow-selfsigned-certs/--no-allow-selfsigned-certs", default=None, help="accept self-signed certificates"
+)
+def edit_command(password_stdin: bool, remove_password: bool, **options: Any) -> None:
+    """Change some settings; what is not given keeps its stored value."""
+    params = {name: value for name, value in options.items() if value is not None}
+    if password_stdin and remove_password:
+        raise click.UsageError("Give --password-stdin or --remove-password, not both.")
+    if password_stdin:
+        params["password"] = sys.stdin.readline().rstrip("\r\n")
+    if remove_password:
+        params["password"] = ""
+    if not params:
+        raise click.UsageError("Nothing to change: give at least one option (see --help).")
+    try:
+        _print_settings(service.edit(params, actor=CLI_ACTOR))
+    except SettingsError as error:
+        raise _fail(error) from None
+
+
+@email_settings.command("clear")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def clear_command(yes: bool) -> None:
+    """Remove all settings, the password included."""
+    if not yes:
+        click.confirm("Remove all email settings, the password included?", abort=True)
+    _print_settings(service.clear(actor=CLI_ACTOR))
+
+
+@email_settings.command("test")
+@click.option("--to", "to", required=True, help="where to send the test email")
+def test_command(to: str) -> None:
+    """Send a test email through the stored settings and print every step."""
+    try:
+        report = service.send_test_email({"to": to}, actor=CLI_ACTOR)
+    except service.TestEmailFailed as failure:
+        _print_report(failure.report)
+        raise click.ClickException(failure.message) from None
+    except SettingsError as error:
+        raise _fail(error) from None
+    _print_report(report)
+    click.echo(report.message)
+
+
+def _print_report(report: Any) -> None:
+    for step in report.steps:
+        click.echo(f"{'ok  ' if step.ok else 'FAIL'} {step.name:<10} {step.ms:>6} ms  {step.detail}")
+
+
+@email_settings.command("export")
+@click.option("--with-password", is_flag=True, help="include the password, encrypted with a passphrase you choose")
+@click.option("--output", type=click.File("w"), default="-", help="file to write (default: standard output)")
+def export_command(with_password: bool, output: Any) -> None:
+    """Write the settings as JSON, for a backup or to move them to another installation."""
+    settings = service.show()
+    document: dict[str, Any] = {"format": EXPORT_FORMAT, "settings": settings.public()}
+    if with_password:
+        try:
+            password = service.stored_password()
+        except crypto.UndecryptablePasswordError as error:
+            raise click.ClickException(str(error)) from None
+        if password is not None:
+            passphrase = click.prompt(
+                "Passphrase to encrypt the password with", hide_input=True, confirmation_prompt=True, err=True
+            )
+            document["password"] = crypto.encrypt_with_passphrase(password, passphrase)
+    output.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+@email_settings.command("import")
+@click.argument("file", type=click.File("r"))
+def import_command(file: Any) -> None:
+    """Store the settings of an export (the password too, given its passphrase)."""
+    try:
+        document = json.load(file)
+    except ValueError as error:
+        raise click.ClickException(f"{file.name} is not a settings-ui export: {error}") from None
+    if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
+        raise click.ClickException(f"{file.name} is not a settings-ui export ({EXPORT_FORMAT}).")
+    params = dict(document.get("settings") or {})
+    if "password" in document:
+        passphrase = click.prompt("Passphrase of the export", hide_input=True, err=True)
+        try:
+            params["password"] = crypto.decrypt_with_passphrase(document["password"], passphrase)
+        except crypto.UndecryptablePasswordError as error:
+            raise click.ClickException(str(error)) from None
+    try:
+        _print_settings(service.edit(params, actor=CLI_ACTOR))
+    except SettingsError as error:
+        raise _fail(error) from None
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(hash_password)
     app.cli.add_command(rotate_key)
+    app.cli.add_command(email_settings)

@@ -7,10 +7,12 @@ one per line (or comma-separated in the config value), decrypt; the first encryp
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from flask import Flask, current_app
 
 from .instance_files import read_or_create
@@ -83,3 +85,26 @@ def write_key_file(app: Flask, keys: list[str]) -> None:
         os.fsync(file.fileno())
     os.replace(temporary, path)
     install(app)
+
+
+def encrypt_with_passphrase(secret: str, passphrase: str) -> dict[str, str]:
+    """Encrypt ``secret`` for an export: a key derived from ``passphrase`` (scrypt), so any
+    installation can read it back given the passphrase, and none can without it."""
+    salt = os.urandom(16)
+    token = Fernet(_passphrase_key(passphrase, salt)).encrypt(secret.encode("utf-8"))
+    return {"kdf": "scrypt", "salt": base64.urlsafe_b64encode(salt).decode(), "token": token.decode()}
+
+
+def decrypt_with_passphrase(sealed: dict[str, str], passphrase: str) -> str:
+    try:
+        salt = base64.urlsafe_b64decode(sealed["salt"])
+        return Fernet(_passphrase_key(passphrase, salt)).decrypt(sealed["token"].encode()).decode("utf-8")
+    except (InvalidToken, KeyError, TypeError, ValueError):
+        raise UndecryptablePasswordError(
+            "The password in the export cannot be decrypted: the passphrase is wrong or the file is damaged."
+        ) from None
+
+
+def _passphrase_key(passphrase: str, salt: bytes) -> bytes:
+    key = Scrypt(salt=salt, length=32, n=2**15, r=8, p=1).derive(passphrase.encode("utf-8"))
+    return base64.urlsafe_b64encode(key)

@@ -428,6 +428,12 @@ def stored_password_problem() -> str | None:
     return None
 
 
+def stored_password() -> str | None:
+    """The stored password in clear, for an export the administrator asked for; None if none."""
+    row = _load_row()
+    return crypto.decrypt(row.password_encrypted) if row.password_encrypted else None
+
+
 def rotate_encryption() -> bool:
     """Re-encrypt the stored password under the first (newest) key; True if there was one."""
     for _ in range(_WRITE_ATTEMPTS):

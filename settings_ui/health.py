@@ -1,0 +1,24 @@
+"""GET /healthz: is this app server able to serve? Needs no login, shows no settings."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from .extensions import db
+from .models import SETTINGS_ROW_ID, EmailSettings
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    try:
+        found = db.session.execute(select(EmailSettings.id).where(EmailSettings.id == SETTINGS_ROW_ID)).first()
+    except SQLAlchemyError as error:
+        current_app.logger.error("Health check: the database is unavailable: %s", type(error).__name__)
+        return jsonify(status="unavailable", database="unreachable"), 503
+    if found is None:
+        return jsonify(status="unavailable", database="settings table is empty"), 503
+    return jsonify(status="ok", database="ok"), 200

@@ -1,0 +1,260 @@
+"""Issue 7: health, reverse proxies, gunicorn, and the `flask email-settings` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskCliRunner
+from sqlalchemy import text
+
+from settings_ui import crypto
+from settings_ui.extensions import db
+
+from .conftest import make_app, stored_row
+from .helpers import EXAMPLE_PASSWORD, call, post_json
+from .processes import PROJECT
+from .smtp_servers import free_port, smtp_server
+
+COMPLETE = {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "noreply@example.com"}
+
+
+# --- /healthz -------------------------------------------------------------------------------------
+
+
+def test_healthz_needs_no_login_and_shows_no_settings(tmp_path: Path) -> None:
+    from .test_security import ADMIN, ADMIN_HASH
+
+    app = make_app(tmp_path, ADMIN_USERNAME=ADMIN, ADMIN_PASSWORD_HASH=ADMIN_HASH)
+    client = app.test_client()
+    assert call(client, "show").status_code == 401  # the settings themselves do need a login
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "database": "ok"}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_healthz_answers_remote_probes_in_loopback_only_mode(client: Any) -> None:
+    assert client.get("/healthz", environ_base={"REMOTE_ADDR": "203.0.113.5"}).status_code == 200
+    assert client.get("/", environ_base={"REMOTE_ADDR": "203.0.113.5"}).status_code == 403
+
+
+def test_healthz_reports_a_broken_database(app: Flask, client: Any) -> None:
+    with app.app_context():
+        db.session.execute(text("DROP TABLE email_settings"))
+        db.session.commit()
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["status"] == "unavailable"
+
+
+# --- Reverse proxies ----------------------------------------------------------------------------------
+
+
+def test_without_proxy_fix_forwarded_headers_are_not_trusted(client: Any) -> None:
+    spoofed = {"REMOTE_ADDR": "203.0.113.5"}
+    response = client.get("/", environ_base=spoofed, headers={"X-Forwarded-For": "127.0.0.1"})
+    assert response.status_code == 403
+
+
+def test_with_proxy_fix_the_forwarded_client_is_the_client(tmp_path: Path) -> None:
+    app = make_app(tmp_path, PROXY_FIX=1)
+    client = app.test_client()
+    # The proxy itself is on this machine; the client it forwards is not.
+    response = client.get("/", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert response.status_code == 403
+    assert client.get("/").status_code == 200
+    response = client.get("/", headers={"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "https"})
+    assert "Strict-Transport-Security" in response.headers
+
+
+# --- gunicorn -------------------------------------------------------------------------------------
+
+
+def test_gunicorn_config_outlasts_a_test_email() -> None:
+    config: dict[str, Any] = {}
+    exec((PROJECT / "gunicorn.conf.py").read_text(), config)
+    assert config["timeout"] > 10
+    assert config["workers"] >= 2 and config["threads"] >= 2
+    assert "%(r)s" in config["access_log_format"]
+
+
+def test_gunicorn_serves_the_app_and_logs_no_secret(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
+    env["SETTINGS_UI_INSTANCE_PATH"] = str(tmp_path / "instance")
+    with open(log, "wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "app:app"],
+            cwd=PROJECT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                    assert json.loads(response.read())["status"] == "ok"
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                assert server.poll() is None, log.read_text()
+                time.sleep(0.1)
+        params = COMPLETE | {"username": "mailer", "password": EXAMPLE_PASSWORD}
+        assert post_json(f"{url}/email-settings/edit", {"params": params})[0] == 200
+        assert (
+            post_json(f"{url}/email-settings/edit", {"params": {"smtp_port": "x", "password": EXAMPLE_PASSWORD}})[0]
+            == 400
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    output_text = log.read_text()
+    assert 'POST /email-settings/edit HTTP/1.1" 200' in output_text
+    assert EXAMPLE_PASSWORD not in output_text
+
+
+# --- The command line ----------------------------------------------------------------------------
+
+
+def invoke(runner: FlaskCliRunner, *args: str, input: str | None = None) -> Any:
+    return runner.invoke(args=["email-settings", *args], input=input)
+
+
+def test_cli_show_prints_the_settings_as_json(runner: FlaskCliRunner, client: Any) -> None:
+    call(client, "edit", COMPLETE)
+    result = invoke(runner, "show")
+    assert result.exit_code == 0
+    assert json.loads(result.output) == call(client, "show").get_json()["result"]
+
+
+def test_cli_edit_with_password_from_stdin(app: Flask, runner: FlaskCliRunner) -> None:
+    result = invoke(
+        runner,
+        "edit",
+        "--smtp-host",
+        "mail.example.org",
+        "--smtp-port",
+        "465",
+        "--encryption",
+        "TLS",
+        "--from-email",
+        "ops@example.org",
+        "--username",
+        "ops",
+        "--password-stdin",
+        "--allow-selfsigned-certs",
+        input=EXAMPLE_PASSWORD + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert EXAMPLE_PASSWORD not in result.output
+    assert json.loads(result.output)["smtp_port"] == 465
+    row = stored_row(app)
+    assert (row["smtp_host"], row["encryption"], row["allow_selfsigned_certs"]) == ("mail.example.org", "TLS", True)
+    with app.app_context():
+        assert crypto.decrypt(row["password_encrypted"]) == EXAMPLE_PASSWORD
+    assert invoke(runner, "edit", "--smtp-port", "2525").exit_code == 0
+    assert stored_row(app)["password_encrypted"] == row["password_encrypted"]  # a partial edit
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--smtp-port", "70000"], "smtp_port must be from 1 to 65535"),
+        (["--smtp-port", "abc"], "smtp_port must be an integer, not a string"),
+        (["--encryption", "SSL"], "encryption must be one of Plain, StartTLS, TLS"),
+        (["--from-email", "a@b.c, d@e.f"], "from_email must be one email address"),
+        (["--remove-password"], "password cannot be removed while a username is set"),
+    ],
+)
+def test_cli_edit_rejects_what_the_api_rejects_with_the_same_message(
+    app: Flask, runner: FlaskCliRunner, client: Any, args: list[str], message: str
+) -> None:
+    call(client, "edit", COMPLETE | {"username": "u", "password": "p"})
+    before = stored_row(app)
+    result = invoke(runner, "edit", *args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert stored_row(app) == before
+
+
+def test_cli_edit_without_options_is_a_usage_error(runner: FlaskCliRunner) -> None:
+    result = invoke(runner, "edit")
+    assert result.exit_code == 2
+    assert "Nothing to change" in result.output
+
+
+def test_cli_clear_asks_unless_yes(app: Flask, runner: FlaskCliRunner, client: Any) -> None:
+    call(client, "edit", COMPLETE)
+    before = stored_row(app)
+    refused = invoke(runner, "clear", input="n\n")
+    assert refused.exit_code != 0
+    assert stored_row(app) == before
+    assert invoke(runner, "clear", "--yes").exit_code == 0
+    assert stored_row(app)["smtp_host"] == ""
+
+
+def test_cli_test_prints_the_steps(runner: FlaskCliRunner, client: Any) -> None:
+    with smtp_server() as (port, handler):
+        call(client, "edit", COMPLETE | {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "Plain"})
+        result = invoke(runner, "test", "--to", "me@example.net")
+    assert result.exit_code == 0, result.output
+    for step in ["resolve", "connect", "ehlo", "mail_from", "rcpt_to", "data"]:
+        assert f"ok   {step}" in result.output
+    assert len(handler.received) == 1
+    call(client, "edit", {"smtp_port": free_port()})
+    failed = invoke(runner, "test", "--to", "me@example.net")
+    assert failed.exit_code == 1
+    assert "FAIL connect" in failed.output and "refused the connection" in failed.output
+
+
+def test_cli_export_and_import_move_an_installation(tmp_path: Path, app: Flask, runner: FlaskCliRunner) -> None:
+    call(app.test_client(), "edit", COMPLETE | {"username": "mailer", "password": EXAMPLE_PASSWORD})
+    plain = invoke(runner, "export")
+    assert plain.exit_code == 0
+    assert "password" not in json.loads(plain.output)
+    exported = invoke(runner, "export", "--with-password", input="moving day\nmoving day\n")
+    assert exported.exit_code == 0, exported.output
+    document = json.loads(exported.output[exported.output.index("{") :])
+    assert EXAMPLE_PASSWORD not in exported.output
+    export_file = tmp_path / "export.json"
+    export_file.write_text(json.dumps(document))
+
+    elsewhere = make_app(tmp_path / "elsewhere")  # another installation, with another key
+    other_runner = elsewhere.test_cli_runner()
+    wrong = other_runner.invoke(args=["email-settings", "import", str(export_file)], input="guess\n")
+    assert wrong.exit_code != 0 and "passphrase is wrong" in wrong.output
+    assert stored_row(elsewhere)["smtp_host"] == ""
+    right = other_runner.invoke(args=["email-settings", "import", str(export_file)], input="moving day\n")
+    assert right.exit_code == 0, right.output
+    row = stored_row(elsewhere)
+    assert (row["smtp_host"], row["username"]) == ("smtp.example.com", "mailer")
+    with elsewhere.app_context():
+        assert crypto.decrypt(row["password_encrypted"]) == EXAMPLE_PASSWORD
+        db.engine.dispose()
+
+
+def test_cli_import_refuses_what_is_not_an_export(tmp_path: Path, app: Flask, runner: FlaskCliRunner) -> None:
+    before = stored_row(app)
+    for content in ["not json", '{"settings": {}}', json.dumps({"format": "x"})]:
+        path = tmp_path / "bad.json"
+        path.write_text(content)
+        result = invoke(runner, "import", str(path))
+        assert result.exit_code != 0 and "not a settings-ui export" in result.output
+    invalid = tmp_path / "invalid.json"
+    invalid.write_text(json.dumps({"format": "settings-ui/email-settings/1", "settings": COMPLETE | {"smtp_port": 0}}))
+    result = invoke(runner, "import", str(invalid))
+    assert result.exit_code != 0 and "smtp_port" in result.output
+    assert stored_row(app) == before
