@@ -7,6 +7,7 @@ clients on this machine (loopback) are served: the local, single-user default.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -60,6 +61,7 @@ def admin_configured(app: Flask | None = None) -> bool:
     return bool(config.get("ADMIN_USERNAME") and config.get("ADMIN_PASSWORD_HASH"))
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback(address: str | None) -> bool:
     if not address:
         return False

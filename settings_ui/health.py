@@ -10,12 +10,14 @@ from .extensions import db
 from .models import SETTINGS_ROW_ID, EmailSettings
 
 bp = Blueprint("health", __name__)
+_ROW_EXISTS = select(EmailSettings.id).where(EmailSettings.id == SETTINGS_ROW_ID)
 
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     try:
-        found = db.session.execute(select(EmailSettings.id).where(EmailSettings.id == SETTINGS_ROW_ID)).first()
+        with db.engine.connect() as connection:
+            found = connection.execute(_ROW_EXISTS).first()
     except SQLAlchemyError as error:
         current_app.logger.error("Health check: the database is unavailable: %s", type(error).__name__)
         return jsonify(status="unavailable", database="unreachable"), 503

@@ -1,22 +1,24 @@
 """The service layer: every read and write of the email settings goes through here.
 
-The JSON API and the settings page both call these functions; neither touches
-the model directly. Each write is one transaction, committed here once, and is
-guarded by the row's version so that concurrent writers never mix their values.
+The JSON API, the page and the command line all call these functions; none touches
+the tables directly. Each write is one transaction, committed here once, that holds
+the settings row's lock from its read to its commit, so concurrent writers never mix
+their values; the row's version is the ETag that If-Match and the page's form check.
 """
 
 from __future__ import annotations
 
-import random
-import time
-from collections.abc import Callable, Collection, Mapping
+import contextlib
+import fcntl
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, bindparam, insert, select, text, update
+from sqlalchemy.exc import IntegrityError, NoResultFound, OperationalError
 
 from . import crypto, mailer, rules
 from .extensions import db
@@ -35,7 +37,17 @@ PARAMETER_TYPES: dict[str, type] = {
 
 PUBLIC_FIELDS = tuple(name for name in PARAMETER_TYPES if name != "password")
 
-_WRITE_ATTEMPTS = 50
+Row = dict[str, Any]
+"""The settings row as read from the database, column by column."""
+
+_TABLE = EmailSettings.__table__
+_EVENTS = AuditEvent.__table__
+# Built once: SQLAlchemy's Core statements, far cheaper per request than ORM loading.
+_SELECT_ROW = select(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID)
+_UPDATE_ROW = update(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID, _TABLE.c.version == bindparam("read_version"))
+_INSERT_EVENT = insert(_EVENTS)
+_RECENT_EVENTS = select(_EVENTS).order_by(_EVENTS.c.id.desc()).limit(bindparam("limit"))
+_WRITE_LOCK = threading.Lock()
 _TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", str: "a string"}
 
 
@@ -146,7 +158,7 @@ def parse_version(tag: str | None) -> int | None:
 
 def show() -> Settings:
     """Return the stored settings (the unconfigured state on a fresh install)."""
-    return _to_settings(_load_row())
+    return _settings_from(_load_row())
 
 
 def edit(
@@ -164,11 +176,11 @@ def edit(
     """
     changes = parse_params(params)
 
-    def merged_values(row: EmailSettings) -> dict[str, Any]:
+    def merged_values(row: Row) -> dict[str, Any]:
         values = merge(row, changes)
         password = values.pop("password")
         values["password_encrypted"] = (
-            row.password_encrypted if password is KEEP else crypto.encrypt(password) if password else None
+            row["password_encrypted"] if password is KEEP else crypto.encrypt(password) if password else None
         )
         return values
 
@@ -262,15 +274,15 @@ def _json_type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def merge(row: EmailSettings, changes: Mapping[str, Any]) -> dict[str, Any]:
+def merge(row: Row, changes: Mapping[str, Any]) -> dict[str, Any]:
     """Merge parsed ``changes`` over ``row`` and check the result is complete.
 
     The returned ``password`` is :data:`KEEP` (the stored one stays), ``""`` (none)
     or the new password. Raises :class:`SettingsError` when the result is incomplete.
     """
-    values = {name: changes.get(name, getattr(row, name)) for name in PUBLIC_FIELDS}
+    values = {name: changes.get(name, row[name]) for name in PUBLIC_FIELDS}
     password = changes.get("password", KEEP)
-    has_password = bool(row.password_encrypted) if password is KEEP else bool(password)
+    has_password = bool(row["password_encrypted"]) if password is KEEP else bool(password)
 
     errors: dict[str, str] = {}
     if not values["smtp_host"]:
@@ -295,115 +307,136 @@ def merge(row: EmailSettings, changes: Mapping[str, Any]) -> dict[str, Any]:
 
 def _write(
     action: str,
-    compute: Callable[[EmailSettings], dict[str, Any]],
+    compute: Callable[[Row], dict[str, Any]],
     expected_versions: Collection[int] | None,
     actor: Actor,
 ) -> Settings:
     """Store ``compute(current row)`` as the next version, in one transaction.
 
-    The UPDATE only applies if the version is still the one read, so a concurrent
-    writer in between makes us read and merge again rather than overwrite its
-    change with values computed from an older row.
+    The row is read under the write lock, so the values merge over what is really
+    stored: no concurrent writer can slip in between the read and the write.
     """
-    for attempt in range(_WRITE_ATTEMPTS):
-        if attempt:
-            time.sleep(random.uniform(0, 0.002 * attempt))  # jitter, so that retrying writers spread out
-        row = _load_row()
-        if expected_versions is not None and row.version not in expected_versions:
-            db.session.rollback()
-            raise StaleSettingsError(_to_settings(row))
-        try:
-            values = compute(row)
-        except BaseException:
-            db.session.rollback()
-            raise
+    with _write_transaction() as (connection, row):
+        if expected_versions is not None and row["version"] not in expected_versions:
+            raise StaleSettingsError(_settings_from(row))
+        values = compute(row)
         now = datetime.now(UTC)
         changes = describe_changes(row, values)
-        values.update(version=row.version + 1, updated_at=now, updated_by=actor.name)
-        result = db.session.execute(
-            update(EmailSettings)
-            .where(EmailSettings.id == SETTINGS_ROW_ID, EmailSettings.version == row.version)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:
-            _add_event(action, actor, changes or "nothing changed", now)
-            db.session.commit()
-            # What this write stored, not a fresh read: another writer may already follow it.
-            return _settings_from(_row_values(row) | values)
-        db.session.rollback()
-    raise BusySettingsError(
-        message="The email settings are being changed by many others at this moment; nothing was stored. Try again."
-    )
+        values.update(version=row["version"] + 1, updated_at=now, updated_by=actor.name)
+        _store(connection, row, values)
+        _add_event(connection, action, actor, changes or "nothing changed", now)
+    return _settings_from(row | values)
 
 
-def describe_changes(row: EmailSettings, values: Mapping[str, Any]) -> str:
+@contextlib.contextmanager
+def _write_transaction() -> Iterator[tuple[Connection, Row]]:
+    """One write transaction holding the settings row's lock; commits once at the end.
+
+    Writers queue first on a thread lock and, with SQLite, on a file lock that the
+    kernel hands over at once (SQLite's own busy handler polls with sleeps of up to
+    100 ms); then the database lock is taken: SQLite's ``BEGIN IMMEDIATE`` (for other
+    programs writing the file) or PostgreSQL's ``SELECT ... FOR UPDATE``.
+    """
+    with _WRITE_LOCK, _sqlite_file_lock():
+        try:
+            with db.engine.begin() as connection:  # commits once at the end, rolls back on any error
+                if connection.dialect.name == "sqlite":
+                    connection.execute(text("BEGIN IMMEDIATE"))
+                row = dict(connection.execute(_SELECT_ROW.with_for_update()).mappings().one())
+                yield connection, row
+        except OperationalError as error:
+            if "locked" in str(error.orig):
+                raise BusySettingsError(
+                    message="The email settings are locked by another writer; nothing was stored. Try again."
+                ) from None
+            raise
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock() -> Iterator[None]:
+    database = db.engine.url.database if db.engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    handle = _LOCK_FILES.get(database)
+    if handle is None:
+        handle = _LOCK_FILES.setdefault(database, open(f"{database}.write-lock", "a"))  # noqa: SIM115 - kept open
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_LOCK_FILES: dict[str, Any] = {}
+
+
+def _store(connection: Connection, row: Row, values: Mapping[str, Any]) -> None:
+    result = connection.execute(_UPDATE_ROW, {**values, "read_version": row["version"]})
+    if result.rowcount != 1:  # cannot happen under the row lock; never store silently wrong
+        raise RuntimeError("the settings row changed under its write lock")
+
+
+def describe_changes(row: Row, values: Mapping[str, Any]) -> str:
     """Which fields a write changes, with old and new values for all but the password."""
     parts = [
-        f"{name}: {getattr(row, name)!r} → {values[name]!r}"
+        f"{name}: {row[name]!r} → {values[name]!r}"
         for name in PUBLIC_FIELDS
-        if name in values and values[name] != getattr(row, name)
+        if name in values and values[name] != row[name]
     ]
-    new_token = values.get("password_encrypted", row.password_encrypted)
-    if new_token != row.password_encrypted:
-        parts.append(
-            "password removed"
-            if not new_token
-            else "password set"
-            if not row.password_encrypted
-            else "password changed"
-        )
+    old_token = row["password_encrypted"]
+    new_token = values.get("password_encrypted", old_token)
+    if new_token != old_token:
+        parts.append("password removed" if not new_token else "password set" if not old_token else "password changed")
     return "; ".join(parts)
 
 
 def record_event(action: str, actor: Actor, detail: str = "") -> None:
     """Add one event to the audit trail, in its own transaction."""
-    _add_event(action, actor, detail, datetime.now(UTC))
-    db.session.commit()
+    with db.engine.begin() as connection:
+        _add_event(connection, action, actor, detail, datetime.now(UTC))
 
 
 def recent_events(limit: int = 10) -> list[Event]:
     """The newest audit events, newest first."""
-    rows = db.session.scalars(db.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit))
-    return [Event(_as_utc(r.at), r.actor, r.address, r.action, r.detail) for r in rows]
+    with db.engine.connect() as connection:
+        rows = connection.execute(_RECENT_EVENTS, {"limit": limit}).mappings().all()
+    return [Event(_as_utc(r["at"]), r["actor"], r["address"], r["action"], r["detail"]) for r in rows]
 
 
-def _add_event(action: str, actor: Actor, detail: str, at: datetime) -> None:
-    db.session.add(AuditEvent(at=at, actor=actor.name, address=actor.address, action=action, detail=detail))
+def _add_event(connection: Connection, action: str, actor: Actor, detail: str, at: datetime) -> None:
+    connection.execute(
+        _INSERT_EVENT, {"at": at, "actor": actor.name, "address": actor.address, "action": action, "detail": detail}
+    )
 
 
 def _as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment  # SQLite drops the zone
 
 
-def _load_row() -> EmailSettings:
-    row = db.session.get(EmailSettings, SETTINGS_ROW_ID, populate_existing=True)
-    if row is None:
+def _load_row() -> Row:
+    try:
+        return _read_row(_SELECT_ROW)
+    except NoResultFound:
         ensure_row()
-        row = db.session.get(EmailSettings, SETTINGS_ROW_ID, populate_existing=True)
-    return row
+        return _read_row(_SELECT_ROW)
+
+
+def _read_row(statement: Any) -> Row:
+    # A Core connection of its own, not the ORM session: for the API's most frequent call
+    # the session's set-up, execution path and teardown would cost more than the query.
+    with db.engine.connect() as connection:
+        return dict(connection.execute(statement).mappings().one())
 
 
 def ensure_row() -> None:
     """Create the single settings row if it is missing (a new database)."""
-    if db.session.get(EmailSettings, SETTINGS_ROW_ID) is not None:
-        return
-    db.session.add(EmailSettings(id=SETTINGS_ROW_ID, version=0, **_UNCONFIGURED))
     try:
-        db.session.commit()
+        with db.engine.begin() as connection:
+            if connection.execute(_SELECT_ROW).first() is None:
+                connection.execute(insert(_TABLE).values(id=SETTINGS_ROW_ID, version=0, **_UNCONFIGURED))
     except IntegrityError:  # another process created it first
-        db.session.rollback()
-
-
-def _to_settings(row: EmailSettings) -> Settings:
-    return _settings_from(_row_values(row))
-
-
-def _row_values(row: EmailSettings) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in _COLUMNS}
-
-
-_COLUMNS = tuple(column.name for column in EmailSettings.__table__.columns)
+        pass
 
 
 def _settings_from(values: Mapping[str, Any]) -> Settings:
@@ -418,11 +451,11 @@ def _settings_from(values: Mapping[str, Any]) -> Settings:
 
 def stored_password_problem() -> str | None:
     """Why the stored password cannot be used (a key mismatch), or None when it can or there is none."""
-    row = _load_row()
-    if not row.password_encrypted:
+    token = _load_row()["password_encrypted"]
+    if not token:
         return None
     try:
-        crypto.decrypt(row.password_encrypted)
+        crypto.decrypt(token)
     except crypto.UndecryptablePasswordError as problem:
         return str(problem)
     return None
@@ -430,29 +463,19 @@ def stored_password_problem() -> str | None:
 
 def stored_password() -> str | None:
     """The stored password in clear, for an export the administrator asked for; None if none."""
-    row = _load_row()
-    return crypto.decrypt(row.password_encrypted) if row.password_encrypted else None
+    token = _load_row()["password_encrypted"]
+    return crypto.decrypt(token) if token else None
 
 
 def rotate_encryption() -> bool:
     """Re-encrypt the stored password under the first (newest) key; True if there was one."""
-    for _ in range(_WRITE_ATTEMPTS):
-        row = _load_row()
-        if not row.password_encrypted:
-            db.session.rollback()
+    with _write_transaction() as (connection, row):
+        if not row["password_encrypted"]:
             return False
-        result = db.session.execute(
-            update(EmailSettings)
-            .where(EmailSettings.id == SETTINGS_ROW_ID, EmailSettings.version == row.version)
-            .values(password_encrypted=crypto.rotate(row.password_encrypted))
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:
-            _add_event("encryption key rotated", SYSTEM, "password re-encrypted under the new key", datetime.now(UTC))
-            db.session.commit()
-            return True
-        db.session.rollback()
-    raise BusySettingsError(message="The settings kept changing during the rotation; run it again.")
+        _store(connection, row, {"password_encrypted": crypto.rotate(row["password_encrypted"])})
+        detail = "password re-encrypted under the new key"
+        _add_event(connection, "encryption key rotated", SYSTEM, detail, datetime.now(UTC))
+    return True
 
 
 TEST_PARAMETERS = ("to", "settings")
@@ -478,7 +501,6 @@ def send_test_email(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> mail
     if not isinstance(draft, dict):
         raise SettingsError({"settings": f"must be an object of edit parameters, not {_json_type_name(draft)}"})
     target = resolve_target(draft)
-    db.session.close()  # hold no database connection during the SMTP conversation
     config = current_app.config
     report = mailer.send_test_email(
         target, to, timeout=float(config["SMTP_TIMEOUT"]), ca_file=config.get("SMTP_CA_FILE") or None
@@ -515,7 +537,7 @@ def resolve_target(draft: Mapping[str, Any]) -> mailer.SmtpTarget:
     if password is KEEP:
         if not values["username"]:
             password = ""
-        elif any(values[name] != getattr(row, name) for name in _SERVER_IDENTITY):
+        elif any(values[name] != row[name] for name in _SERVER_IDENTITY):
             raise SettingsError(
                 {
                     "password": "must be entered for this test: the stored password is only sent to the stored "
@@ -524,7 +546,7 @@ def resolve_target(draft: Mapping[str, Any]) -> mailer.SmtpTarget:
             )
         else:
             try:
-                password = crypto.decrypt(row.password_encrypted or "")
+                password = crypto.decrypt(row["password_encrypted"] or "")
             except crypto.UndecryptablePasswordError as problem:
                 raise SettingsError({"password": str(problem)}) from None
     return mailer.SmtpTarget(password=password, **values)
