@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, render_template, request
-from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -57,6 +56,7 @@ def create_app(
         app.config.from_mapping(test_config)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", f"sqlite:///{Path(app.instance_path) / 'settings.db'}")
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app.config))
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = read_or_create(
             Path(app.instance_path) / "secret_key", lambda: secrets.token_urlsafe(48)
@@ -92,20 +92,24 @@ def create_app(
 
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
-            event.listen(db.engine, "connect", _sqlite_pragmas(app.config["SQLITE_BUSY_TIMEOUT_MS"]))
+            # WAL lets the page and the API read while a request writes. It is a property of
+            # the database file, so once is enough (not on every new connection).
+            with db.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         schema.upgrade_database(app)
         service.ensure_row()
     return app
 
 
-def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
-    def on_connect(connection: Any, _record: Any) -> None:
-        cursor = connection.cursor()
-        # WAL lets the page and the API read while another request writes;
-        # the busy timeout makes writers queue instead of failing at once.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    return on_connect
+def _engine_options(config: Any) -> dict[str, Any]:
+    """Connection pool and driver options for the configured database."""
+    uri = str(config["SQLALCHEMY_DATABASE_URI"])
+    if ":memory:" in uri or uri in ("sqlite://", "sqlite:///"):
+        return {}
+    # More pooled connections than a worker has threads: a connection opened and closed
+    # per request (the pool's overflow) costs more than the query it serves.
+    options: dict[str, Any] = {"pool_size": 16, "max_overflow": 16, "pool_pre_ping": not uri.startswith("sqlite")}
+    if uri.startswith("sqlite"):
+        # The driver's busy timeout: a writer of another program waits for the lock, not fails.
+        options["connect_args"] = {"timeout": config["SQLITE_BUSY_TIMEOUT_MS"] / 1000}
+    return options
