@@ -358,9 +358,9 @@ def _sqlite_file_lock() -> Iterator[None]:
     if not database or database == ":memory:":
         yield
         return
-    handle = _LOCK_FILES.get(database)
-    if handle is None:
-        handle = _LOCK_FILES.setdefault(database, open(f"{database}.write-lock", "a"))  # noqa: SIM115 - kept open
+    if database not in _LOCK_FILES:  # under _WRITE_LOCK: one thread at a time gets here
+        _LOCK_FILES[database] = open(f"{database}.write-lock", "a")  # noqa: SIM115 - kept open for reuse
+    handle = _LOCK_FILES[database]
     fcntl.flock(handle, fcntl.LOCK_EX)
     try:
         yield

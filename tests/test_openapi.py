@@ -14,6 +14,7 @@ from settings_ui import rules
 from settings_ui.openapi import document
 
 from .openapi_check import check_response
+from .test_api import UNCONFIGURED
 
 
 def test_the_document_is_served_without_login(tmp_path: Any) -> None:
@@ -60,22 +61,7 @@ def _fake(status: int, body: Any, headers: dict[str, str] | None = None) -> Any:
         (400, {"error": {}, "successful": False}, None),  # no message
         (400, {"error": {"message": "x"}, "successful": True}, None),
         (418, {"error": {"message": "x"}, "successful": False}, None),  # undocumented status
-        (
-            200,
-            {
-                "result": {
-                    "allow_selfsigned_certs": False,
-                    "encryption": "Plain",
-                    "from_email": "",
-                    "smtp_host": "",
-                    "smtp_port": 0,
-                    "username": "",
-                    "password": "leaked",
-                },
-                "successful": True,
-            },
-            {"ETag": '"1"'},
-        ),
+        (200, {"result": UNCONFIGURED | {"password": "leaked"}, "successful": True}, {"ETag": '"1"'}),
     ],
 )
 def test_the_conformance_check_catches_what_breaks_the_contract(
@@ -86,17 +72,7 @@ def test_the_conformance_check_catches_what_breaks_the_contract(
 
 
 def test_a_missing_etag_breaks_the_contract() -> None:
-    body = {
-        "result": {
-            "allow_selfsigned_certs": False,
-            "encryption": "Plain",
-            "from_email": "",
-            "smtp_host": "",
-            "smtp_port": 0,
-            "username": "",
-        },
-        "successful": True,
-    }
+    body = {"result": UNCONFIGURED, "successful": True}
     check_response("POST", "/email-settings/show", _fake(200, body, {"ETag": '"0"'}))
     with pytest.raises(AssertionError):
         check_response("POST", "/email-settings/show", _fake(200, body))
