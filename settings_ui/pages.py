@@ -50,9 +50,22 @@ def _render(
     ), status
 
 
-def _show_field_errors(form: SettingsForm, error: SettingsError) -> None:
+NOT_SAVED = "The settings were not saved: correct the fields marked below."
+NOT_TESTED = "No test email was sent: correct the fields marked below."
+
+
+def _show_field_errors(form: SettingsForm, error: SettingsError, problem: str) -> str:
+    """Put each of the error's messages at its field; return the problem to show at the top."""
+    if not error.fields:  # nothing to mark at a field (the database was busy, say): its own words
+        return error.message
+    unplaced = []
     for name, message in error.fields.items():
-        getattr(form, name).errors.append(message)
+        field = form._fields.get(name)
+        if field is None:
+            unplaced.append(f"{name} {message}")
+        else:
+            field.errors.append(message)
+    return " ".join([problem, *unplaced]) if unplaced else problem
 
 
 @bp.get("/")
@@ -65,14 +78,13 @@ def settings_page() -> tuple[str, int]:
 def save_settings() -> Response | tuple[str, int]:
     form = SettingsForm()
     if not form.validate():
-        return _render(form, service.show(), 400, "The settings were not saved: correct the fields marked below.")
+        return _render(form, service.show(), 400, NOT_SAVED)
     try:
         service.edit(form.to_params(), expected_versions=_submitted_version(form), actor=actor())
     except StaleSettingsError as stale:
         return _render(SettingsForm(formdata=None, data=_form_data(stale.current)), stale.current, 409, stale.message)
     except SettingsError as error:
-        _show_field_errors(form, error)
-        return _render(form, service.show(), 400, "The settings were not saved: correct the fields marked below.")
+        return _render(form, service.show(), 400, _show_field_errors(form, error, NOT_SAVED))
     flash("Settings saved.")
     return redirect(url_for(".settings_page"), 303)
 
@@ -82,17 +94,15 @@ def send_test_email() -> tuple[str, int]:
     """Test what is in the form now (a draft); re-show the form as typed, with the outcome."""
     form = SettingsForm()
     settings = service.show()
-    not_tested = "No test email was sent: correct the fields marked below."
     if not form.validate():
-        return _render(form, settings, 400, not_tested)
+        return _render(form, settings, 400, NOT_TESTED)
     to = (form.to.data or "").strip()
     try:
         report = service.send_test_email({"to": to, "settings": form.to_params()}, actor=actor())
     except TestEmailFailed as failure:
         report = failure.report
     except SettingsError as error:
-        _show_field_errors(form, error)
-        return _render(form, settings, 400, not_tested)
+        return _render(form, settings, 400, _show_field_errors(form, error, NOT_TESTED))
     session["last_test_to"] = to
     session["last_test"] = {
         "sent": report.sent,
