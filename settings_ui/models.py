@@ -1,4 +1,4 @@
-"""The database model: one row of email settings, versioned for optimistic locking."""
+"""The database tables: one row of email settings, with a version for ETags, and the audit trail."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class EmailSettings(db.Model):
     """The global email settings. There is exactly one row, id 1, created with the table.
 
     ``version`` grows by one on every write; it is the ETag of the API and the
-    stale-form check of the page.
+    stale-form check of the page. The service reads and writes it with Core statements.
     """
 
     __tablename__ = "email_settings"
