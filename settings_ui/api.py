@@ -22,8 +22,6 @@ bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
 
 _HTTP_MESSAGES = {
     400: "The request is malformed.",
-    404: "There is no such API call. The calls are: /email-settings/show, /email-settings/edit, "
-    "/email-settings/clear and /email-settings/test.",
     405: "API calls use POST with a JSON body.",
 }
 
@@ -64,6 +62,9 @@ def http_error(error: HTTPException) -> Response:
         message = str(error.description)
     elif status == 413:
         message = f"The request body is larger than the limit of {current_app.config['MAX_CONTENT_LENGTH']} bytes."
+    elif status == 404:
+        calls = sorted(rule.rule for rule in current_app.url_map.iter_rules() if rule.endpoint.startswith("api."))
+        message = f"There is no such API call. The calls are: {', '.join(calls)}."
     else:
         message = _HTTP_MESSAGES.get(status, error.name)
     response = error_response(status, message)
@@ -146,12 +147,7 @@ def expected_versions() -> set[int] | None:
 
 
 def _no_params() -> None:
-    params = read_params()
-    if params:
-        raise SettingsError(
-            {name: "is not a parameter of this call" for name in params},
-            message=f'This call takes no parameters (got {", ".join(sorted(params))}); send "params": {{}}.',
-        )
+    service.reject_unknown(read_params(), ())
 
 
 @bp.post("/show")
@@ -178,6 +174,4 @@ def clear() -> Response:
 @bp.post("/test")
 def test() -> Response:
     report = service.send_test_email(read_params(), actor=actor())
-    return success_response(
-        {"sent": True, "steps": [step.as_dict() for step in report.steps], "elapsed_ms": report.elapsed_ms}
-    )
+    return success_response({"sent": True, "steps": report.step_dicts(), "elapsed_ms": report.elapsed_ms})

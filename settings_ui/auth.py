@@ -206,18 +206,30 @@ def _guard() -> Response | None:
         auth = request.authorization
         if auth is None or auth.type != "basic":
             raise Unauthorized("Credentials are missing: send HTTP Basic credentials of the admin account.")
-        throttle: LoginThrottle = _state()["throttle"]
-        wait = throttle.wait_seconds(address)
-        if wait:
-            raise _too_many(wait)
-        if not _state()["credentials"].check(auth.username or "", auth.password or ""):
-            throttle.failed(address)
-            service.record_event("API sign-in failed", Actor(_named_user(auth.username or ""), address))
+        _refuse_while_throttled(address)
+        if not _sign_in_accepted(auth.username or "", auth.password or "", address, "API sign-in failed"):
             raise Unauthorized("The credentials are wrong.")
-        throttle.succeeded(address)
         g.actor = Actor(auth.username or "", address)
         return None
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def _refuse_while_throttled(address: str) -> None:
+    """Raise 429 while ``address`` must still wait after failed sign-ins: not even checked."""
+    wait = _state()["throttle"].wait_seconds(address)
+    if wait:
+        raise _too_many(wait)
+
+
+def _sign_in_accepted(username: str, password: str, address: str, failure: str) -> bool:
+    """Check one sign-in attempt; count a failure against ``address`` and record it as ``failure``."""
+    throttle: LoginThrottle = _state()["throttle"]
+    if _state()["credentials"].check(username, password):
+        throttle.succeeded(address)
+        return True
+    throttle.failed(address)
+    service.record_event(failure, Actor(_named_user(username), address))
+    return False
 
 
 def _named_user(attempted: str) -> str:
@@ -251,17 +263,14 @@ def login() -> Response | tuple[str, int] | str:
         form.next.data = request.args.get("next", "")
         return render_template("login.html", form=form)
     address = request.remote_addr or ""
-    throttle: LoginThrottle = _state()["throttle"]
-    wait = throttle.wait_seconds(address)
-    if wait:
-        return render_template("login.html", form=form, problem=_too_many(wait).description), 429
+    try:
+        _refuse_while_throttled(address)
+    except TooManyRequests as throttled:
+        return render_template("login.html", form=form, problem=throttled.description), 429
     if not form.validate():
         return render_template("login.html", form=form), 400
-    if not _state()["credentials"].check(form.username.data, form.password.data):
-        throttle.failed(address)
-        service.record_event("sign-in failed", Actor(_named_user(form.username.data), address))
+    if not _sign_in_accepted(form.username.data, form.password.data, address, "sign-in failed"):
         return render_template("login.html", form=form, problem="The username or password is wrong."), 401
-    throttle.succeeded(address)
     target = _safe_next(form.next.data)
     session.clear()  # a fresh session (and CSRF token) for the signed-in admin
     login_user(Admin(str(current_app.config["ADMIN_USERNAME"])))

@@ -67,6 +67,10 @@ class Report:
     elapsed_ms: int
     message: str
 
+    def step_dicts(self) -> list[dict[str, Any]]:
+        """The steps as the API lists them."""
+        return [step.as_dict() for step in self.steps]
+
     @property
     def failed_step(self) -> str | None:
         return next((step.name for step in self.steps if not step.ok), None)
@@ -338,7 +342,7 @@ class _Conversation:
             code, reply = smtp.helo()
             if code != 250:
                 raise _StepFailed(f"The server rejected EHLO and HELO: {_reply(code, reply)}.")
-            return f"HELO accepted (server does not support EHLO): {_first_line(reply)}"
+            return f"HELO accepted (server does not support EHLO): {_one_line(reply)}"
         extensions = ", ".join(sorted(name.upper() for name in smtp.esmtp_features)) or "none"
         return f"greeting {_reply(220, greeting)}; extensions: {extensions}"
 
@@ -571,10 +575,10 @@ def _common_name(name: x509.Name) -> str:
 
 
 def _reply(code: int, text: bytes | str) -> str:
+    return f"{code} {_one_line(text)}".strip()
+
+
+def _one_line(text: bytes | str) -> str:
+    """A server's (possibly multi-line) reply on one line, cut to a readable length."""
     message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-    return f"{code} {_first_line(message)}".strip()
-
-
-def _first_line(text: bytes | str) -> str:
-    message = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
     return " ".join(message.split())[:300]

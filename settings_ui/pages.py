@@ -31,18 +31,19 @@ def _submitted_version(form: Any) -> set[int]:
 
 
 def _render(
-    form: SettingsForm,
-    settings: Settings,
+    form: SettingsForm | None = None,
     status: int = 200,
     problem: str | None = None,
     report: Any = None,
 ) -> tuple[str, int]:
+    """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
+    settings, password_problem = service.show_with_password_problem()
     return render_template(
         "settings.html",
-        form=form,
+        form=form or SettingsForm(formdata=None, data=_form_data(settings)),
         settings=settings,
         problem=problem,
-        password_problem=service.stored_password_problem(),
+        password_problem=password_problem,
         events=service.recent_events(10),
         report=report,
         last_test=session.get("last_test"),
@@ -70,21 +71,20 @@ def _show_field_errors(form: SettingsForm, error: SettingsError, problem: str) -
 
 @bp.get("/")
 def settings_page() -> tuple[str, int]:
-    settings = service.show()
-    return _render(SettingsForm(data=_form_data(settings)), settings)
+    return _render()
 
 
 @bp.post("/")
 def save_settings() -> Response | tuple[str, int]:
     form = SettingsForm()
     if not form.validate():
-        return _render(form, service.show(), 400, NOT_SAVED)
+        return _render(form, 400, NOT_SAVED)
     try:
         service.edit(form.to_params(), expected_versions=_submitted_version(form), actor=actor())
     except StaleSettingsError as stale:
-        return _render(SettingsForm(formdata=None, data=_form_data(stale.current)), stale.current, 409, stale.message)
+        return _render(None, 409, stale.message)  # the form refilled with what is stored now
     except SettingsError as error:
-        return _render(form, service.show(), 400, _show_field_errors(form, error, NOT_SAVED))
+        return _render(form, 400, _show_field_errors(form, error, NOT_SAVED))
     flash("Settings saved.")
     return redirect(url_for(".settings_page"), 303)
 
@@ -93,16 +93,15 @@ def save_settings() -> Response | tuple[str, int]:
 def send_test_email() -> tuple[str, int]:
     """Test what is in the form now (a draft); re-show the form as typed, with the outcome."""
     form = SettingsForm()
-    settings = service.show()
     if not form.validate():
-        return _render(form, settings, 400, NOT_TESTED)
+        return _render(form, 400, NOT_TESTED)
     to = (form.to.data or "").strip()
     try:
         report = service.send_test_email({"to": to, "settings": form.to_params()}, actor=actor())
     except TestEmailFailed as failure:
         report = failure.report
     except SettingsError as error:
-        return _render(form, settings, 400, _show_field_errors(form, error, NOT_TESTED))
+        return _render(form, 400, _show_field_errors(form, error, NOT_TESTED))
     session["last_test_to"] = to
     session["last_test"] = {
         "sent": report.sent,
@@ -110,15 +109,18 @@ def send_test_email() -> tuple[str, int]:
         "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "message": report.message,
     }
-    return _render(form, settings, 200, report=report)
+    return _render(form, 200, report=report)
+
+
+def _render_confirm_clear(status: int = 200, problem: str | None = None) -> tuple[str, int]:
+    settings = service.show()
+    form = ConfirmForm(formdata=None, data={"version": settings.version})
+    return render_template("confirm_clear.html", form=form, settings=settings, problem=problem), status
 
 
 @bp.get("/clear")
-def confirm_clear() -> str:
-    settings = service.show()
-    return render_template(
-        "confirm_clear.html", form=ConfirmForm(data={"version": settings.version}), settings=settings
-    )
+def confirm_clear() -> tuple[str, int]:
+    return _render_confirm_clear()
 
 
 @bp.post("/clear")
@@ -128,12 +130,7 @@ def clear_settings() -> Response | tuple[str, int]:
     try:
         service.clear(expected_versions=_submitted_version(form), actor=actor())
     except StaleSettingsError as stale:
-        return render_template(
-            "confirm_clear.html",
-            form=ConfirmForm(formdata=None, data={"version": stale.current.version}),
-            settings=stale.current,
-            problem=stale.message,
-        ), 409
+        return _render_confirm_clear(409, stale.message)
     flash("All email settings were cleared, the password included.")
     return redirect(url_for(".settings_page"), 303)
 

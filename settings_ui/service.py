@@ -113,7 +113,7 @@ class TestEmailFailed(SettingsError):
 
     def __init__(self, report: mailer.Report):
         self.report = report
-        self.details = {"steps": [step.as_dict() for step in report.steps], "elapsed_ms": report.elapsed_ms}
+        self.details = {"steps": report.step_dicts(), "elapsed_ms": report.elapsed_ms}
         super().__init__(message=report.message)
 
 
@@ -212,20 +212,25 @@ KEEP: Any = _Keep()
 """The password value of a merge that keeps the stored password."""
 
 
+def reject_unknown(params: Mapping[str, Any], known: Collection[str]) -> None:
+    """Raise :class:`SettingsError` naming every parameter of ``params`` not in ``known``."""
+    unknown = sorted(set(params) - set(known))
+    if not unknown:
+        return
+    if known:
+        plural = "s" if len(unknown) > 1 else ""
+        message = f"Unknown parameter{plural}: {', '.join(unknown)}. The parameters are: {', '.join(known)}."
+    else:
+        message = f'This call takes no parameters (got {", ".join(unknown)}); send "params": {{}}.'
+    raise SettingsError({name: "is not a parameter of this call" for name in unknown}, message=message)
+
+
 def parse_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Check each given parameter's name, type and value; return them normalized.
 
     Raises :class:`SettingsError` naming every parameter that is wrong.
     """
-    unknown = sorted(set(params) - PARAMETER_TYPES.keys())
-    if unknown:
-        raise SettingsError(
-            {name: "is not a parameter of email settings" for name in unknown},
-            message=(
-                f"Unknown parameter{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. "
-                f"The parameters are: {', '.join(PARAMETER_TYPES)}."
-            ),
-        )
+    reject_unknown(params, PARAMETER_TYPES)
     errors: dict[str, str] = {}
     parsed: dict[str, Any] = {}
     for name, value in params.items():
@@ -238,13 +243,16 @@ def parse_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-def _parse_value(name: str, value: Any) -> Any:
-    expected = PARAMETER_TYPES[name]
+def _check_type(value: Any, expected: type) -> None:
     # bool is a subclass of int in Python, but true is not a port number.
     if type(value) is not expected:
         raise ValueError(f"must be {_TYPE_NAMES[expected]}, not {_json_type_name(value)}")
     if expected is str:
         rules.check_no_control_characters(value)
+
+
+def _parse_value(name: str, value: Any) -> Any:
+    _check_type(value, PARAMETER_TYPES[name])
     if name == "smtp_port":
         rules.check_port(value)
     elif name == "encryption" and value not in rules.ENCRYPTIONS:
@@ -449,9 +457,18 @@ def _settings_from(values: Mapping[str, Any]) -> Settings:
     )
 
 
+def show_with_password_problem() -> tuple[Settings, str | None]:
+    """The stored settings and :func:`stored_password_problem`'s answer, from one read (for the page)."""
+    row = _load_row()
+    return _settings_from(row), _password_problem(row["password_encrypted"])
+
+
 def stored_password_problem() -> str | None:
     """Why the stored password cannot be used (a key mismatch), or None when it can or there is none."""
-    token = _load_row()["password_encrypted"]
+    return _password_problem(_load_row()["password_encrypted"])
+
+
+def _password_problem(token: str | None) -> str | None:
     if not token:
         return None
     try:
@@ -490,12 +507,7 @@ def send_test_email(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> mail
     :class:`SettingsError` for invalid input and :class:`TestEmailFailed` when the
     server did not accept the message; both are recorded in the audit trail.
     """
-    unknown = sorted(set(params) - set(TEST_PARAMETERS))
-    if unknown:
-        raise SettingsError(
-            {name: "is not a parameter of the test call" for name in unknown},
-            message=f"Unknown parameter {', '.join(unknown)}: the test call takes to and settings.",
-        )
+    reject_unknown(params, TEST_PARAMETERS)
     to = _test_recipient(params.get("to"))
     draft = params.get("settings", {})
     if not isinstance(draft, dict):
@@ -517,9 +529,7 @@ def _test_recipient(value: Any) -> str:
     if value is None or value == "":
         raise SettingsError({"to": "is required: the address to send the test email to"})
     try:
-        if not isinstance(value, str):
-            raise ValueError(f"must be a string, not {_json_type_name(value)}")
-        rules.check_no_control_characters(value)
+        _check_type(value, str)
         return rules.normalize_email(value)
     except ValueError as problem:
         raise SettingsError({"to": str(problem)}) from None
