@@ -11,7 +11,7 @@ from flask import Flask, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, auth, commands, crypto, health, openapi, pages, schema, security, service
+from . import api, auth, commands, crypto, health, openapi, pages, schema, security, service, sessions
 from .extensions import csrf, db, migrate
 from .instance_files import read_or_create
 
@@ -62,6 +62,7 @@ def create_app(
             Path(app.instance_path) / "secret_key", lambda: secrets.token_urlsafe(48)
         )
 
+    sessions.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(schema.MIGRATIONS_DIR))
     auth.init_app(app)  # before CSRF, so an unauthorised client learns nothing else first

@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Connection, bindparam, insert, select, text, update
-from sqlalchemy.exc import IntegrityError, NoResultFound, OperationalError
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import crypto, mailer, rules
 from .extensions import db
 from .models import SETTINGS_ROW_ID, AuditEvent, EmailSettings
+from .prepared import Prepared, driver_connection, driver_transaction
 
 PARAMETER_TYPES: dict[str, type] = {
     "allow_selfsigned_certs": bool,
@@ -42,11 +43,18 @@ Row = dict[str, Any]
 
 _TABLE = EmailSettings.__table__
 _EVENTS = AuditEvent.__table__
-# Built once: SQLAlchemy's Core statements, far cheaper per request than ORM loading.
-_SELECT_ROW = select(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID)
-_UPDATE_ROW = update(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID, _TABLE.c.version == bindparam("read_version"))
-_INSERT_EVENT = insert(_EVENTS)
-_RECENT_EVENTS = select(_EVENTS).order_by(_EVENTS.c.id.desc()).limit(bindparam("limit"))
+_STORED_COLUMNS = tuple(column.key for column in _TABLE.columns if column.key != "id")
+_EVENT_COLUMNS = tuple(column.key for column in _EVENTS.columns if column.key != "id")
+# Built once and compiled once per database: far cheaper per request than ORM loading
+# or even Core execution (see prepared.py).
+_SELECT_ROW = Prepared(select(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID))
+_LOCK_ROW = Prepared(select(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID).with_for_update())
+_UPDATE_ROW = Prepared(
+    update(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID, _TABLE.c.version == bindparam("read_version")),
+    _STORED_COLUMNS,
+)
+_INSERT_EVENT = Prepared(insert(_EVENTS), _EVENT_COLUMNS)
+_RECENT_EVENTS = Prepared(select(_EVENTS).order_by(_EVENTS.c.id.desc()).limit(bindparam("limit")))
 _WRITE_LOCK = threading.Lock()
 _TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", str: "a string"}
 
@@ -337,7 +345,7 @@ def _write(
 
 
 @contextlib.contextmanager
-def _write_transaction() -> Iterator[tuple[Connection, Row]]:
+def _write_transaction() -> Iterator[tuple[Any, Row]]:
     """One write transaction holding the settings row's lock; commits once at the end.
 
     Writers queue first on a thread lock and, with SQLite, on a file lock that the
@@ -347,10 +355,10 @@ def _write_transaction() -> Iterator[tuple[Connection, Row]]:
     """
     with _WRITE_LOCK, _sqlite_file_lock():
         try:
-            with db.engine.begin() as connection:  # commits once at the end, rolls back on any error
-                if connection.dialect.name == "sqlite":
-                    connection.execute(text("BEGIN IMMEDIATE"))
-                row = dict(connection.execute(_SELECT_ROW.with_for_update()).mappings().one())
+            engine = db.engine
+            begin = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else None
+            with driver_transaction(engine, begin) as connection:  # commits once at the end
+                (row,) = _LOCK_ROW.rows(connection, engine.dialect)
                 yield connection, row
         except OperationalError as error:
             if "locked" in str(error.orig):
@@ -379,9 +387,12 @@ def _sqlite_file_lock() -> Iterator[None]:
 _LOCK_FILES: dict[str, Any] = {}
 
 
-def _store(connection: Connection, row: Row, values: Mapping[str, Any]) -> None:
-    result = connection.execute(_UPDATE_ROW, {**values, "read_version": row["version"]})
-    if result.rowcount != 1:  # cannot happen under the row lock; never store silently wrong
+def _store(connection: Any, row: Row, values: Mapping[str, Any]) -> None:
+    """Write ``values`` over ``row`` (every column: one prepared statement serves all writes)."""
+    cursor = _UPDATE_ROW.execute(connection, db.engine.dialect, {**row, **values, "read_version": row["version"]})
+    updated = cursor.rowcount
+    cursor.close()
+    if updated != 1:  # cannot happen under the row lock; never store silently wrong
         raise RuntimeError("the settings row changed under its write lock")
 
 
@@ -401,21 +412,20 @@ def describe_changes(row: Row, values: Mapping[str, Any]) -> str:
 
 def record_event(action: str, actor: Actor, detail: str = "") -> None:
     """Add one event to the audit trail, in its own transaction."""
-    with db.engine.begin() as connection:
+    with driver_transaction(db.engine) as connection:
         _add_event(connection, action, actor, detail, datetime.now(UTC))
 
 
 def recent_events(limit: int = 10) -> list[Event]:
     """The newest audit events, newest first."""
-    with db.engine.connect() as connection:
-        rows = connection.execute(_RECENT_EVENTS, {"limit": limit}).mappings().all()
+    with driver_connection(db.engine) as connection:
+        rows = _RECENT_EVENTS.rows(connection, db.engine.dialect, {"limit": limit})
     return [Event(_as_utc(r["at"]), r["actor"], r["address"], r["action"], r["detail"]) for r in rows]
 
 
-def _add_event(connection: Connection, action: str, actor: Actor, detail: str, at: datetime) -> None:
-    connection.execute(
-        _INSERT_EVENT, {"at": at, "actor": actor.name, "address": actor.address, "action": action, "detail": detail}
-    )
+def _add_event(connection: Any, action: str, actor: Actor, detail: str, at: datetime) -> None:
+    values = {"at": at, "actor": actor.name, "address": actor.address, "action": action, "detail": detail}
+    _INSERT_EVENT.execute(connection, db.engine.dialect, values).close()
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -423,25 +433,25 @@ def _as_utc(moment: datetime) -> datetime:
 
 
 def _load_row() -> Row:
-    try:
-        return _read_row(_SELECT_ROW)
-    except NoResultFound:
+    row = _read_row()
+    if row is None:
         ensure_row()
-        return _read_row(_SELECT_ROW)
+        row = _read_row()
+    assert row is not None
+    return row
 
 
-def _read_row(statement: Any) -> Row:
-    # A Core connection of its own, not the ORM session: for the API's most frequent call
-    # the session's set-up, execution path and teardown would cost more than the query.
-    with db.engine.connect() as connection:
-        return dict(connection.execute(statement).mappings().one())
+def _read_row() -> Row | None:
+    with driver_connection(db.engine) as connection:
+        rows = _SELECT_ROW.rows(connection, db.engine.dialect)
+    return rows[0] if rows else None
 
 
 def ensure_row() -> None:
     """Create the single settings row if it is missing (a new database)."""
     try:
         with db.engine.begin() as connection:
-            if connection.execute(_SELECT_ROW).first() is None:
+            if connection.execute(_SELECT_ROW.statement).first() is None:
                 connection.execute(insert(_TABLE).values(id=SETTINGS_ROW_ID, version=0, **_UNCONFIGURED))
     except IntegrityError:  # another process created it first
         pass
