@@ -46,13 +46,14 @@ def _cipher() -> MultiFernet:
 
 def install(app: Flask) -> None:
     app.extensions["settings_ui.cipher"] = MultiFernet([Fernet(k) for k in load_keys(app)])
+    app.extensions["settings_ui.decrypts"] = {}  # new keys: what decrypted before must be checked again
 
 
 def encrypt(password: str) -> str:
     return _cipher().encrypt(password.encode("utf-8")).decode("ascii")
 
 
-_UNDECRYPTABLE = (
+UNDECRYPTABLE = (
     "The stored SMTP password cannot be decrypted with this server's encryption key "
     "(was the database moved without its instance/encryption.key, or the key changed?). "
     "Enter the password again to store it under the current key."
@@ -63,7 +64,27 @@ def decrypt(token: str) -> str:
     try:
         return _cipher().decrypt(token.encode("ascii")).decode("utf-8")
     except InvalidToken:
-        raise UndecryptablePasswordError(_UNDECRYPTABLE) from None
+        raise UndecryptablePasswordError(UNDECRYPTABLE) from None
+
+
+def decrypts(token: str) -> bool:
+    """Whether ``token`` decrypts with this server's keys.
+
+    The page asks on every view; the answer depends only on the token and the keys, so it
+    is remembered until the keys change (and only for the last few tokens).
+    """
+    known: dict[str, bool] = current_app.extensions["settings_ui.decrypts"]
+    answer = known.get(token)
+    if answer is None:
+        try:
+            decrypt(token)
+            answer = True
+        except UndecryptablePasswordError:
+            answer = False
+        if len(known) >= 16:
+            known.clear()
+        known[token] = answer
+    return answer
 
 
 def rotate(token: str) -> str:
@@ -71,7 +92,7 @@ def rotate(token: str) -> str:
     try:
         return _cipher().rotate(token.encode("ascii")).decode("ascii")
     except InvalidToken:
-        raise UndecryptablePasswordError(_UNDECRYPTABLE) from None
+        raise UndecryptablePasswordError(UNDECRYPTABLE) from None
 
 
 def write_key_file(app: Flask, keys: list[str]) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, session, url_for
 from flask_wtf.csrf import CSRFError
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from . import rules, service
@@ -15,6 +18,7 @@ from .forms import ConfirmForm, SettingsForm
 from .service import Settings, SettingsError, StaleSettingsError, TestEmailFailed
 
 bp = Blueprint("pages", __name__)
+_CONVENTIONAL_PORTS_JSON = Markup(htmlsafe_json_dumps(rules.CONVENTIONAL_PORTS))  # for the page's script
 
 
 def _form_data(settings: Settings) -> dict[str, Any]:
@@ -36,18 +40,35 @@ def _render(
     problem: str | None = None,
     report: Any = None,
 ) -> tuple[str, int]:
-    """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
-    settings, password_problem = service.show_with_password_problem()
+    """The settings page: ``form`` as submitted, or (None) filled with what is stored.
+
+    The stored values' fields come from the fragment cache (fragments.py) under a key of
+    exactly what they show; only on a miss is a form built to render them. A submitted
+    form is shown as typed, with its errors, and never cached.
+    """
+    settings, password_problem, events = service.page_state(events=10)
+    fields_key = recipient_key = None
+    stored_form = None
+    if form is None:
+        data = _form_data(settings)
+        stored_form = functools.cache(lambda: SettingsForm(formdata=None, data=data))
+        fields_key = ("fields", tuple(data.items()), settings.has_password, password_problem)
+        recipient_key = ("recipient", data["to"])
     return render_template(
         "settings.html",
-        form=form or SettingsForm(formdata=None, data=_form_data(settings)),
+        form=form,
+        stored_form=stored_form,
+        fields_key=fields_key,
+        recipient_key=recipient_key,
+        version=settings.version if form is None else form.version.data,
         settings=settings,
         problem=problem,
         password_problem=password_problem,
-        events=service.recent_events(10),
+        events=events,
+        events_key=("events", tuple(events)),
         report=report,
         last_test=session.get("last_test"),
-        conventional_ports=rules.CONVENTIONAL_PORTS,
+        conventional_ports=_CONVENTIONAL_PORTS_JSON,
     ), status
 
 

@@ -419,7 +419,11 @@ def record_event(action: str, actor: Actor, detail: str = "") -> None:
 def recent_events(limit: int = 10) -> list[Event]:
     """The newest audit events, newest first."""
     with driver_connection(db.engine) as connection:
-        rows = _RECENT_EVENTS.rows(connection, db.engine.dialect, {"limit": limit})
+        return _read_events(connection, limit)
+
+
+def _read_events(connection: Any, limit: int) -> list[Event]:
+    rows = _RECENT_EVENTS.rows(connection, db.engine.dialect, {"limit": limit})
     return [Event(_as_utc(r["at"]), r["actor"], r["address"], r["action"], r["detail"]) for r in rows]
 
 
@@ -467,10 +471,16 @@ def _settings_from(values: Mapping[str, Any]) -> Settings:
     )
 
 
-def show_with_password_problem() -> tuple[Settings, str | None]:
-    """The stored settings and :func:`stored_password_problem`'s answer, from one read (for the page)."""
-    row = _load_row()
-    return _settings_from(row), _password_problem(row["password_encrypted"])
+def page_state(events: int = 10) -> tuple[Settings, str | None, list[Event]]:
+    """What the settings page shows, read on one connection: the stored settings,
+    :func:`stored_password_problem`'s answer and the newest ``events``."""
+    with driver_connection(db.engine) as connection:
+        rows = _SELECT_ROW.rows(connection, db.engine.dialect)
+        recent = _read_events(connection, events)
+    if not rows:
+        ensure_row()
+        return page_state(events)
+    return _settings_from(rows[0]), _password_problem(rows[0]["password_encrypted"]), recent
 
 
 def stored_password_problem() -> str | None:
@@ -479,13 +489,7 @@ def stored_password_problem() -> str | None:
 
 
 def _password_problem(token: str | None) -> str | None:
-    if not token:
-        return None
-    try:
-        crypto.decrypt(token)
-    except crypto.UndecryptablePasswordError as problem:
-        return str(problem)
-    return None
+    return None if not token or crypto.decrypts(token) else crypto.UNDECRYPTABLE
 
 
 def stored_password() -> str | None:

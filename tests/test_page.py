@@ -296,3 +296,74 @@ def test_csrf_is_enforced_on_clear(csrf_app: Flask) -> None:
     before = stored_row(csrf_app)
     assert client.post("/clear", data={"version": str(before["version"])}).status_code == 400
     assert stored_row(csrf_app) == before
+
+
+# The page keeps rendered parts and URLs (fragments.py). None of it may ever show anything stale.
+
+
+def test_the_page_shows_what_another_process_stored(app: Flask, client: FlaskClient, tmp_path: Any) -> None:
+    from .conftest import make_app
+
+    call(client, "edit", {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "a@example.com"})
+    call(client, "edit", {"username": "mailer", "password": EXAMPLE_PASSWORD})
+    first = page(client)  # rendered and kept by this app
+    assert first.find("input", attrs={"name": "username"})["value"] == "mailer"
+    assert "A password is stored" in first.get_text()
+
+    other = make_app(tmp_path)  # another server on the same database: this app hears nothing of its writes
+    try:
+        response = call(other.test_client(), "edit", {"smtp_host": "relay.example.org", "username": "", "password": ""})
+        assert response.status_code == 200
+    finally:
+        with other.app_context():
+            from settings_ui.extensions import db
+
+            db.engine.dispose()
+
+    after = page(client)
+    assert after.find("input", attrs={"name": "smtp_host"})["value"] == "relay.example.org"
+    assert after.find("input", attrs={"name": "username"}).get("value", "") == ""
+    assert "No password is stored" in after.get_text()
+    assert after.find("input", attrs={"name": "remove_password"}) is None
+    assert after.find("input", attrs={"name": "version"})["value"] == str(stored_row(app)["version"])
+    newest = after.find("table").find("tbody").find("tr")
+    assert "'smtp.example.com' → 'relay.example.org'" in newest.get_text()
+    assert "password removed" in newest.get_text()
+
+
+def test_a_rejected_form_is_shown_as_typed_and_the_next_view_as_stored(
+    client: FlaskClient, configured: dict[str, Any]
+) -> None:
+    values = form_values(page(client))
+    values.update(smtp_host="typed.example.com", smtp_port="abc")
+    refused = BeautifulSoup(client.post("/", data=values).get_data(as_text=True), "html.parser")
+    assert refused.find("input", attrs={"name": "smtp_host"})["value"] == "typed.example.com"
+    assert refused.find(id="smtp_port-error") is not None
+
+    again = page(client)
+    assert again.find("input", attrs={"name": "smtp_host"})["value"] == "smtp.example.com"
+    assert again.find("input", attrs={"name": "smtp_port"})["value"] == "587"
+    assert again.find(id="smtp_port-error") is None
+    assert again.find(id="error-summary") is None
+
+
+def test_the_recipient_last_tested_is_kept_per_session(client: FlaskClient, app: Flask) -> None:
+    with client.session_transaction() as session:
+        session["last_test_to"] = "ops@example.com"
+    assert page(client).find("input", attrs={"name": "to"})["value"] == "ops@example.com"
+    assert page(app.test_client()).find("input", attrs={"name": "to"}).get("value", "") == ""
+
+
+def test_links_follow_the_path_the_app_is_mounted_under(client: FlaskClient) -> None:
+    def links(soup: BeautifulSoup) -> set[str]:
+        return {
+            soup.find("form", id="settings-form")["action"],
+            soup.find("link", rel="stylesheet")["href"],
+            soup.find("a", class_="button-danger")["href"],
+        }
+
+    assert links(page(client)) == {"/", "/static/style.css", "/clear"}
+    mounted = client.get("/", base_url="http://localhost/admin/mail/")
+    soup = BeautifulSoup(mounted.get_data(as_text=True), "html.parser")
+    assert links(soup) == {"/admin/mail/", "/admin/mail/static/style.css", "/admin/mail/clear"}
+    assert links(page(client)) == {"/", "/static/style.css", "/clear"}
