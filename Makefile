@@ -10,6 +10,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# Byte-compiled like a regular pip install, so that start-up does not compile the sources
+# (which it would on every start where PYTHONDONTWRITEBYTECODE is set).
+COMPILE := $(PY) -m compileall -q app.py settings_ui migrations
+
 $(VENV)/.installed-run: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e .
 	@touch $@
@@ -19,6 +23,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	@touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
+	@$(COMPILE)
 	$(PY) app.py $(ARGS)
 
 test: $(VENV)/.installed-dev

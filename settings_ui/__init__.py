@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, auth, commands, crypto, fragments, health, openapi, pages, schema, security, service, sessions
-from .extensions import csrf, db, migrate
+from .extensions import csrf, db
 from .instance_files import read_or_create
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,6 @@ def create_app(
 
     sessions.init_app(app)
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(schema.MIGRATIONS_DIR))
     auth.init_app(app)  # before CSRF, so an unauthorised client learns nothing else first
     csrf.init_app(app)
     crypto.install(app)

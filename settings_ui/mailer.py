@@ -25,10 +25,10 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.x509.oid import ExtensionOID, NameOID
+if TYPE_CHECKING:
+    from cryptography import x509
 
 # The resolver runs in this pool so that a hanging DNS look-up cannot outlive the deadline.
 _RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="smtp-resolve")
@@ -545,6 +545,9 @@ class _Conversation:
 
 def describe_certificate(der: bytes) -> str:
     """Subject, names, issuer, validity and SHA-256 fingerprint, in one line."""
+    from cryptography import x509  # only when a certificate is refused: kept out of start-up
+    from cryptography.x509.oid import ExtensionOID
+
     certificate = x509.load_der_x509_certificate(der)
     try:
         names = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
@@ -570,6 +573,8 @@ def describe_certificate(der: bytes) -> str:
 
 
 def _common_name(name: x509.Name) -> str:
+    from cryptography.x509.oid import NameOID
+
     values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else ""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -85,3 +86,33 @@ def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "shared.db") as connection:
         assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
         assert connection.execute("SELECT count(*) FROM email_settings").fetchone()[0] == 1
+
+
+def test_the_head_revision_the_app_checks_for_is_the_newest_migration() -> None:
+    assert schema.HEAD_REVISION == HEAD, "a migration was added: set schema.HEAD_REVISION to it"
+
+
+def test_a_database_already_migrated_starts_without_loading_alembic(tmp_path: Path) -> None:
+    make_app(tmp_path)  # migrates the new database
+    start = (
+        "import sys; from settings_ui import create_app; "
+        f"create_app({{'SQLALCHEMY_DATABASE_URI': 'sqlite:///{tmp_path / 'settings.db'}'}}, "
+        f"instance_path={str(tmp_path / 'instance')!r}); "
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in ('alembic', 'flask_migrate')))"
+    )
+    started = subprocess.run([sys.executable, "-c", start], cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == "[]"
+
+
+def test_the_migration_commands_work_through_the_flask_cli(tmp_path: Path) -> None:
+    make_app(tmp_path)
+    environment = {**os.environ, "SETTINGS_UI_INSTANCE_PATH": str(tmp_path / "instance")}
+    environment["SETTINGS_UI_SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'settings.db'}"
+    flask = [sys.executable, "-m", "flask", "--app", "app", "db"]
+    current = subprocess.run([*flask, "current"], cwd=PROJECT, env=environment, capture_output=True, text=True)
+    assert current.returncode == 0, current.stderr
+    assert f"{HEAD} (head)" in current.stdout
+    check = subprocess.run([*flask, "check"], cwd=PROJECT, env=environment, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
