@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import service
@@ -26,15 +26,20 @@ _HTTP_MESSAGES = {
 }
 
 
+def _envelope(body: dict[str, Any], status: int = 200) -> Response:
+    # What jsonify writes (sorted keys, ASCII, compact), without its per-call provider
+    # lookups: a measurable share of the API's most frequent calls.
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return Response(text + "\n", status, mimetype="application/json")
+
+
 def error_response(status: int, message: str, **extra: Any) -> Response:
     """The one place the API's error envelope is built."""
-    response = jsonify({"error": {"message": message, **extra}, "successful": False})
-    response.status_code = status
-    return response
+    return _envelope({"error": {"message": message, **extra}, "successful": False}, status)
 
 
 def success_response(result: Any, settings: Settings | None = None) -> Response:
-    response = jsonify({"result": result, "successful": True})
+    response = _envelope({"result": result, "successful": True})
     if settings is not None:
         response.set_etag(settings.etag)
     return response
