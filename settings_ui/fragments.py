@@ -5,7 +5,8 @@ The settings form's fields and the audit table are most of the page's rendering 
 stored values. The view builds each part's key from exactly the values the part shows;
 any change to them (from this process or another one) is a new key, so nothing is ever
 invalidated and nothing stale is shown. A key of None renders without keeping anything:
-a submitted form with its errors is never cached.
+a submitted form with its errors is never cached. The same kind of cache keeps whole
+pages, per session (pages.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from markupsafe import Markup
 
 
 class FragmentCache:
-    """Used in templates as ``{% call cached(key) %}...{% endcall %}``."""
+    """Rendered HTML by key: ``{% call cached(key) %}...{% endcall %}`` in a template, or
+    ``cache(key, render)`` in Python."""
 
     def __init__(self, environment: Environment, size: int = 64):
         self._environment = environment
@@ -65,4 +67,5 @@ def remembering_url_for(app: Flask) -> Callable[..., str]:
 
 def init_app(app: Flask) -> None:
     app.jinja_env.globals["cached"] = FragmentCache(app.jinja_env)
+    app.extensions["settings_ui.pages"] = FragmentCache(app.jinja_env)  # whole pages: see pages.py
     app.jinja_env.globals["url_for"] = remembering_url_for(app)

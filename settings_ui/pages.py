@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import json
+import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, session, url_for
-from flask_wtf.csrf import CSRFError
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask_wtf.csrf import CSRFError, generate_csrf
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 from werkzeug.wrappers import Response
@@ -34,11 +37,17 @@ def _submitted_version(form: Any) -> set[int]:
     return set() if version is None else {version}  # a tampered version matches nothing
 
 
+PageState = tuple[Settings, str | None, list[service.Event]]
+
+
 def _render(
     form: SettingsForm | None = None,
     status: int = 200,
     problem: str | None = None,
     report: Any = None,
+    *,
+    state: PageState | None = None,
+    csrf_token: Callable[[], str] = generate_csrf,
 ) -> tuple[str, int]:
     """The settings page: ``form`` as submitted, or (None) filled with what is stored.
 
@@ -46,7 +55,7 @@ def _render(
     exactly what they show; only on a miss is a form built to render them. A submitted
     form is shown as typed, with its errors, and never cached.
     """
-    settings, password_problem, events = service.page_state(events=10)
+    settings, password_problem, events = state or service.page_state(events=10)
     fields_key = recipient_key = None
     stored_form = None
     if form is None:
@@ -69,7 +78,33 @@ def _render(
         report=report,
         last_test=session.get("last_test"),
         conventional_ports=_CONVENTIONAL_PORTS_JSON,
+        csrf_token=csrf_token,
     ), status
+
+
+# Stands for the CSRF token in a kept page; random, so no text a user stores can contain it.
+_CSRF_SLOT = f"csrf-slot-{secrets.token_hex(16)}"
+
+
+def _stored_page() -> str:
+    """The page as stored now, kept whole per session (as a cache varying on the cookie would).
+
+    Every view reads the settings and the audit trail; the page rendered from them is kept
+    under exactly what it is rendered from: those values, the session's contents (who is
+    signed in, the last test) and the path the app is mounted under. Only the CSRF token
+    differs per request: the kept page holds a slot for it. A session with a one-time
+    message (after a save) is rendered and not kept.
+    """
+    if "_flashes" in session:
+        return _render()[0]
+    state = service.page_state(events=10)
+    settings, password_problem, events = state
+    contents = json.dumps({name: value for name, value in session.items() if name != "csrf_token"}, sort_keys=True)
+    key = (request.script_root, contents, settings, password_problem, tuple(events))
+    page = current_app.extensions["settings_ui.pages"](
+        key, lambda: _render(state=state, csrf_token=lambda: _CSRF_SLOT)[0]
+    )
+    return page.replace(_CSRF_SLOT, generate_csrf())
 
 
 NOT_SAVED = "The settings were not saved: correct the fields marked below."
@@ -91,8 +126,8 @@ def _show_field_errors(form: SettingsForm, error: SettingsError, problem: str) -
 
 
 @bp.get("/")
-def settings_page() -> tuple[str, int]:
-    return _render()
+def settings_page() -> str:
+    return _stored_page()
 
 
 @bp.post("/")

@@ -367,3 +367,42 @@ def test_links_follow_the_path_the_app_is_mounted_under(client: FlaskClient) -> 
     soup = BeautifulSoup(mounted.get_data(as_text=True), "html.parser")
     assert links(soup) == {"/admin/mail/", "/admin/mail/static/style.css", "/admin/mail/clear"}
     assert links(page(client)) == {"/", "/static/style.css", "/clear"}
+
+
+def test_each_session_sees_only_its_own_page(app: Flask) -> None:
+    tested, other = app.test_client(), app.test_client()
+    with tested.session_transaction() as session:
+        session["last_test_to"] = "ops@example.com"
+        session["last_test"] = {"sent": False, "to": "ops@example.com", "at": "2026-11-24 10:00 UTC", "message": "x"}
+    for _ in range(2):  # the second round is served from what the first kept
+        mine, theirs = page(tested), page(other)
+        assert "Last test, 2026-11-24 10:00 UTC, to ops@example.com" in mine.get_text()
+        assert mine.find("input", attrs={"name": "to"})["value"] == "ops@example.com"
+        assert theirs.find(id="last-test") is None
+        assert theirs.find("input", attrs={"name": "to"}).get("value", "") == ""
+
+
+def test_a_confirmation_shows_once(client: FlaskClient) -> None:
+    values = form_values(page(client))
+    values.update(smtp_host="mail.example.net", smtp_port="465", encryption="TLS", from_email="ops@example.net")
+    assert client.post("/", data=values).status_code == 303
+    assert "Settings saved." in page(client).get_text()
+    assert "Settings saved." not in page(client).get_text()
+
+
+def test_every_view_carries_a_token_of_its_own_session(csrf_app: Flask) -> None:
+    call(csrf_app.test_client(), "edit", {"smtp_host": "smtp.example.com", "smtp_port": 25, "from_email": "a@x.org"})
+    first, second = csrf_app.test_client(), csrf_app.test_client()
+    mine = form_values(page(first))
+    theirs = form_values(page(second))
+    again = form_values(page(first))  # served from the kept page, with a fresh token
+    assert mine["csrf_token"] != theirs["csrf_token"]
+    assert not any("csrf-slot" in value for value in (mine["csrf_token"], theirs["csrf_token"], again["csrf_token"]))
+    before = stored_row(csrf_app)
+    assert first.post("/", data=theirs | {"smtp_port": "2525"}).status_code == 400  # another session's token
+    assert stored_row(csrf_app) == before
+    assert first.post("/", data=again | {"smtp_port": "2525"}).status_code == 303
+    assert (
+        second.post("/", data=theirs | {"smtp_port": "2526", "version": str(before["version"] + 1)}).status_code == 303
+    )
+    assert stored_row(csrf_app)["smtp_port"] == 2526
