@@ -22,14 +22,32 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
 Processor = Callable[[Any], Any] | None
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class DriverConnection:
+    """A pooled driver (DBAPI) connection and the dialect that compiles statements for it."""
+
+    raw: Any
+    dialect: Dialect
+
+    def run(self, sql: str, arguments: Any = ()) -> Any:
+        """Execute ``sql``; return the driver's cursor. Driver errors become SQLAlchemy's."""
+        cursor = self.raw.cursor()
+        try:
+            cursor.execute(sql, arguments)
+        except self.dialect.loaded_dbapi.Error as error:
+            cursor.close()
+            raise DBAPIError.instance(sql, arguments, error, self.dialect.loaded_dbapi.Error) from error
+        return cursor
 
 
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
     order: tuple[str, ...] | None  # parameter names in order for a positional driver style, else None
-    compiled: Any
-    binds: dict[str, Processor]
+    binds: tuple[tuple[str, Any, Processor], ...]  # name, value when not given (or _REQUIRED), processor
     columns: tuple[tuple[str, Processor], ...]
 
 
@@ -49,40 +67,44 @@ class Prepared:
         found = self._by_dialect.get(dialect.name)
         if found is None:
             compiled = self.statement.compile(dialect=dialect, column_keys=self.column_keys)
-            binds = {name: _bind_processor(bind.type, dialect) for name, bind in compiled.binds.items()}
+            binds = tuple(
+                (
+                    name,
+                    _REQUIRED if bind.required else bind.value,
+                    bind.type.dialect_impl(dialect).bind_processor(dialect),
+                )
+                for name, bind in compiled.binds.items()
+            )
             selected = getattr(self.statement, "selected_columns", None)
             columns = tuple(
                 (column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
                 for column in (selected or ())
             )
             order = tuple(compiled.positiontup) if compiled.positional else None
-            found = self._by_dialect[dialect.name] = _Compiled(str(compiled), order, compiled, binds, columns)
+            found = self._by_dialect[dialect.name] = _Compiled(str(compiled), order, binds, columns)
         return found
 
-    def execute(self, connection: Any, dialect: Dialect, values: Mapping[str, Any] | None = None) -> Any:
+    def execute(self, connection: DriverConnection, values: Mapping[str, Any] | None = None) -> Any:
         """Run on a driver connection; return the driver's cursor."""
-        compiled = self._for(dialect)
-        params = compiled.compiled.construct_params(values or {}) if compiled.binds else {}
-        for name, processor in compiled.binds.items():
-            if processor is not None:
-                params[name] = processor(params[name])
+        compiled = self._for(connection.dialect)
+        values = values or {}
+        params = {}
+        for name, default, processor in compiled.binds:
+            value = values.get(name, default)
+            if value is _REQUIRED:
+                raise KeyError(f"no value for the parameter {name!r} of {compiled.sql!r}")
+            params[name] = value if processor is None else processor(value)
         arguments = tuple(params[name] for name in compiled.order) if compiled.order is not None else params
-        cursor = connection.cursor()
-        try:
-            cursor.execute(compiled.sql, arguments)
-        except dialect.loaded_dbapi.Error as error:
-            cursor.close()
-            raise DBAPIError.instance(compiled.sql, arguments, error, dialect.loaded_dbapi.Error) from error
-        return cursor
+        return connection.run(compiled.sql, arguments)
 
-    def rows(self, connection: Any, dialect: Dialect, values: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    def rows(self, connection: DriverConnection, values: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run a SELECT; its rows as dictionaries keyed by column, values converted by column type."""
-        cursor = self.execute(connection, dialect, values)
+        cursor = self.execute(connection, values)
         try:
             fetched = cursor.fetchall()
         finally:
             cursor.close()
-        columns = self._for(dialect).columns
+        columns = self._for(connection.dialect).columns
         return [
             {
                 key: value if processor is None else processor(value)
@@ -92,44 +114,33 @@ class Prepared:
         ]
 
 
-def _bind_processor(type_: Any, dialect: Dialect) -> Processor:
-    return type_.dialect_impl(dialect).bind_processor(dialect)
-
-
 @contextlib.contextmanager
-def driver_connection(engine: Engine) -> Iterator[Any]:
+def driver_connection(engine: Engine) -> Iterator[DriverConnection]:
     """A pooled driver connection for reads; whatever it began is rolled back on return."""
     connection = engine.raw_connection()
     try:
-        yield connection
+        yield DriverConnection(connection, engine.dialect)
     finally:
         connection.close()  # back to the pool, which resets (rolls back) it
 
 
 @contextlib.contextmanager
-def driver_transaction(engine: Engine, begin: str | None = None) -> Iterator[Any]:
+def driver_transaction(engine: Engine, begin: str | None = None) -> Iterator[DriverConnection]:
     """A pooled driver connection in one transaction: committed on success, rolled back on error.
 
     ``begin`` is the statement that opens it where the driver's implicit one will not do
     (SQLite's ``BEGIN IMMEDIATE``, to take the write lock before reading).
     """
-    dialect = engine.dialect
     with driver_connection(engine) as connection:
         try:
             if begin:
-                cursor = connection.cursor()
-                try:
-                    cursor.execute(begin)
-                except dialect.loaded_dbapi.Error as error:
-                    raise DBAPIError.instance(begin, (), error, dialect.loaded_dbapi.Error) from error
-                finally:
-                    cursor.close()
+                connection.run(begin).close()
             yield connection
         except BaseException:
-            connection.rollback()
+            connection.raw.rollback()
             raise
         try:
-            connection.commit()
-        except dialect.loaded_dbapi.Error as error:
-            connection.rollback()
-            raise DBAPIError.instance("COMMIT", (), error, dialect.loaded_dbapi.Error) from error
+            connection.raw.commit()
+        except connection.dialect.loaded_dbapi.Error as error:
+            connection.raw.rollback()
+            raise DBAPIError.instance("COMMIT", (), error, connection.dialect.loaded_dbapi.Error) from error

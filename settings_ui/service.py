@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import crypto, mailer, rules
 from .extensions import db
 from .models import SETTINGS_ROW_ID, AuditEvent, EmailSettings
-from .prepared import Prepared, driver_connection, driver_transaction
+from .prepared import DriverConnection, Prepared, driver_connection, driver_transaction
 
 PARAMETER_TYPES: dict[str, type] = {
     "allow_selfsigned_certs": bool,
@@ -345,7 +345,7 @@ def _write(
 
 
 @contextlib.contextmanager
-def _write_transaction() -> Iterator[tuple[Any, Row]]:
+def _write_transaction() -> Iterator[tuple[DriverConnection, Row]]:
     """One write transaction holding the settings row's lock; commits once at the end.
 
     Writers queue first on a thread lock and, with SQLite, on a file lock that the
@@ -353,12 +353,12 @@ def _write_transaction() -> Iterator[tuple[Any, Row]]:
     100 ms); then the database lock is taken: SQLite's ``BEGIN IMMEDIATE`` (for other
     programs writing the file) or PostgreSQL's ``SELECT ... FOR UPDATE``.
     """
-    with _WRITE_LOCK, _sqlite_file_lock():
+    engine = db.engine
+    with _WRITE_LOCK, _sqlite_file_lock(engine):
         try:
-            engine = db.engine
             begin = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else None
             with driver_transaction(engine, begin) as connection:  # commits once at the end
-                (row,) = _LOCK_ROW.rows(connection, engine.dialect)
+                (row,) = _LOCK_ROW.rows(connection)
                 yield connection, row
         except OperationalError as error:
             if "locked" in str(error.orig):
@@ -369,8 +369,8 @@ def _write_transaction() -> Iterator[tuple[Any, Row]]:
 
 
 @contextlib.contextmanager
-def _sqlite_file_lock() -> Iterator[None]:
-    database = db.engine.url.database if db.engine.dialect.name == "sqlite" else None
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
     if not database or database == ":memory:":
         yield
         return
@@ -387,9 +387,9 @@ def _sqlite_file_lock() -> Iterator[None]:
 _LOCK_FILES: dict[str, Any] = {}
 
 
-def _store(connection: Any, row: Row, values: Mapping[str, Any]) -> None:
+def _store(connection: DriverConnection, row: Row, values: Mapping[str, Any]) -> None:
     """Write ``values`` over ``row`` (every column: one prepared statement serves all writes)."""
-    cursor = _UPDATE_ROW.execute(connection, db.engine.dialect, {**row, **values, "read_version": row["version"]})
+    cursor = _UPDATE_ROW.execute(connection, {**row, **values, "read_version": row["version"]})
     updated = cursor.rowcount
     cursor.close()
     if updated != 1:  # cannot happen under the row lock; never store silently wrong
@@ -422,14 +422,14 @@ def recent_events(limit: int = 10) -> list[Event]:
         return _read_events(connection, limit)
 
 
-def _read_events(connection: Any, limit: int) -> list[Event]:
-    rows = _RECENT_EVENTS.rows(connection, db.engine.dialect, {"limit": limit})
+def _read_events(connection: DriverConnection, limit: int) -> list[Event]:
+    rows = _RECENT_EVENTS.rows(connection, {"limit": limit})
     return [Event(_as_utc(r["at"]), r["actor"], r["address"], r["action"], r["detail"]) for r in rows]
 
 
-def _add_event(connection: Any, action: str, actor: Actor, detail: str, at: datetime) -> None:
+def _add_event(connection: DriverConnection, action: str, actor: Actor, detail: str, at: datetime) -> None:
     values = {"at": at, "actor": actor.name, "address": actor.address, "action": action, "detail": detail}
-    _INSERT_EVENT.execute(connection, db.engine.dialect, values).close()
+    _INSERT_EVENT.execute(connection, values).close()
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -447,7 +447,7 @@ def _load_row() -> Row:
 
 def _read_row() -> Row | None:
     with driver_connection(db.engine) as connection:
-        rows = _SELECT_ROW.rows(connection, db.engine.dialect)
+        rows = _SELECT_ROW.rows(connection)
     return rows[0] if rows else None
 
 
@@ -475,7 +475,7 @@ def page_state(events: int = 10) -> tuple[Settings, str | None, list[Event]]:
     """What the settings page shows, read on one connection: the stored settings,
     :func:`stored_password_problem`'s answer and the newest ``events``."""
     with driver_connection(db.engine) as connection:
-        rows = _SELECT_ROW.rows(connection, db.engine.dialect)
+        rows = _SELECT_ROW.rows(connection)
         recent = _read_events(connection, events)
     if not rows:
         ensure_row()
