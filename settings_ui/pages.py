@@ -99,7 +99,9 @@ def _stored_page() -> str:
         return _render()[0]
     state = service.page_state(events=10)
     settings, password_problem, events = state
-    contents = json.dumps({name: value for name, value in session.items() if name != "csrf_token"}, sort_keys=True)
+    contents = json.dumps(
+        {name: value for name, value in session.items() if name != "csrf_token"}, sort_keys=True, default=repr
+    )
     key = (request.script_root, contents, settings, password_problem, tuple(events))
     page = current_app.extensions["settings_ui.pages"](
         key, lambda: _render(state=state, csrf_token=lambda: _CSRF_SLOT)[0]

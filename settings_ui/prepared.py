@@ -39,7 +39,7 @@ class DriverConnection:
             cursor.execute(sql, arguments)
         except self.dialect.loaded_dbapi.Error as error:
             cursor.close()
-            raise DBAPIError.instance(sql, arguments, error, self.dialect.loaded_dbapi.Error) from error
+            raise _error(sql, error, self.dialect) from error
         return cursor
 
 
@@ -143,4 +143,10 @@ def driver_transaction(engine: Engine, begin: str | None = None) -> Iterator[Dri
             connection.raw.commit()
         except connection.dialect.loaded_dbapi.Error as error:
             connection.raw.rollback()
-            raise DBAPIError.instance("COMMIT", (), error, connection.dialect.loaded_dbapi.Error) from error
+            raise _error("COMMIT", error, connection.dialect) from error
+
+
+def _error(sql: str, error: Exception, dialect: Dialect) -> DBAPIError:
+    # SQLAlchemy's exception for the driver's error. Its message never lists the values:
+    # they can hold the encrypted password, and the message reaches the log.
+    return DBAPIError.instance(sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import text
 
 from settings_ui.extensions import db
 
-from .conftest import stored_row
+from .conftest import make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD, PUBLIC_KEYS, assert_error, call
 
 
@@ -307,6 +308,27 @@ def test_an_unexpected_failure_is_500_in_the_envelope_without_a_traceback(
     assert "Traceback" not in response.get_data(as_text=True)
     assert "email_settings" not in error["message"]
     assert "Traceback" in caplog.text  # the operator still gets the details, in the log
+
+
+def test_a_failing_write_logs_no_stored_value(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = make_app(tmp_path)
+    client = app.test_client()
+    call(client, "edit", {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "a@example.com"})
+    call(client, "edit", {"username": "mailer", "password": "the-old-secret"})
+    before = stored_row(app)
+    with app.app_context():  # a real fault at the UPDATE, whose values include the encrypted password
+        db.session.execute(
+            text("CREATE TRIGGER refuse BEFORE UPDATE ON email_settings BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+        )
+        db.session.commit()
+    response = call(client, "edit", {"smtp_host": "relay.example.org", "password": EXAMPLE_PASSWORD})
+    assert_error(response, 500, "unexpected error")
+    assert "disk says no" in caplog.text  # the operator learns what failed
+    for value in (EXAMPLE_PASSWORD, before["password_encrypted"], "relay.example.org", "mailer"):
+        assert value not in caplog.text
+    assert stored_row(app) == before
+    with app.app_context():
+        db.engine.dispose()
 
 
 # --- ETag and If-Match ---------------------------------------------------------------
