@@ -23,7 +23,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	@touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	@$(COMPILE)
+	-@$(COMPILE)
 	$(PY) app.py $(ARGS)
 
 test: $(VENV)/.installed-dev
