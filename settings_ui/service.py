@@ -437,18 +437,16 @@ def _as_utc(moment: datetime) -> datetime:
 
 
 def _load_row() -> Row:
-    row = _read_row()
-    if row is None:
-        ensure_row()
-        row = _read_row()
-    assert row is not None
-    return row
-
-
-def _read_row() -> Row | None:
     with driver_connection(db.engine) as connection:
+        return _read_row(connection)
+
+
+def _read_row(connection: DriverConnection) -> Row:
+    rows = _SELECT_ROW.rows(connection)
+    if not rows:  # a new database
+        ensure_row()
         rows = _SELECT_ROW.rows(connection)
-    return rows[0] if rows else None
+    return rows[0]
 
 
 def ensure_row() -> None:
@@ -475,12 +473,9 @@ def page_state(events: int = 10) -> tuple[Settings, str | None, list[Event]]:
     """What the settings page shows, read on one connection: the stored settings,
     :func:`stored_password_problem`'s answer and the newest ``events``."""
     with driver_connection(db.engine) as connection:
-        rows = _SELECT_ROW.rows(connection)
+        row = _read_row(connection)
         recent = _read_events(connection, events)
-    if not rows:
-        ensure_row()
-        return page_state(events)
-    return _settings_from(rows[0]), _password_problem(rows[0]["password_encrypted"]), recent
+    return _settings_from(row), _password_problem(row["password_encrypted"]), recent
 
 
 def stored_password_problem() -> str | None:

@@ -310,6 +310,29 @@ def test_an_unexpected_failure_is_500_in_the_envelope_without_a_traceback(
     assert "Traceback" in caplog.text  # the operator still gets the details, in the log
 
 
+def test_a_missing_settings_row_is_made_again_as_unconfigured(app: Flask, client: FlaskClient) -> None:
+    def remove_the_row() -> None:  # behind the app's back
+        with app.app_context():
+            db.session.execute(text("DELETE FROM email_settings"))
+            db.session.commit()
+
+    call(client, "edit", {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "a@example.com"})
+    remove_the_row()
+    shown = call(client, "show")
+    assert shown.status_code == 200
+    assert shown.get_json()["result"] == {
+        "allow_selfsigned_certs": False,
+        "encryption": "Plain",
+        "from_email": "",
+        "smtp_host": "",
+        "smtp_port": 0,
+        "username": "",
+    }
+    call(client, "edit", {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "a@example.com"})
+    remove_the_row()
+    assert "Not configured yet" in client.get("/").get_data(as_text=True)
+
+
 def test_a_failing_write_logs_no_stored_value(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     app = make_app(tmp_path)
     client = app.test_client()
