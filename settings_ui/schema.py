@@ -41,7 +41,7 @@ def alembic_config() -> Config:
 
 def upgrade_database(app: Flask) -> None:
     """Apply every pending migration, once, even with several processes starting together."""
-    if _stored_revision() == HEAD_REVISION:
+    if current_revision() == HEAD_REVISION:
         return
     from alembic import command
 
@@ -57,20 +57,13 @@ def upgrade_database(app: Flask) -> None:
         command.upgrade(config, "head")
 
 
-def _stored_revision() -> str | None:
+def current_revision() -> str | None:
     """The database's revision, read without Alembic; None when it has none (or no table yet)."""
     try:
         with db.engine.connect() as connection:
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except DBAPIError:  # no alembic_version table: a new database, or one from before migrations
         return None
-
-
-def current_revision() -> str | None:
-    with db.engine.connect() as connection:
-        if "alembic_version" not in inspect(connection).get_table_names():
-            return None
-        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 @contextlib.contextmanager
