@@ -320,14 +320,7 @@ def test_a_missing_settings_row_is_made_again_as_unconfigured(app: Flask, client
     remove_the_row()
     shown = call(client, "show")
     assert shown.status_code == 200
-    assert shown.get_json()["result"] == {
-        "allow_selfsigned_certs": False,
-        "encryption": "Plain",
-        "from_email": "",
-        "smtp_host": "",
-        "smtp_port": 0,
-        "username": "",
-    }
+    assert shown.get_json()["result"] == UNCONFIGURED
     call(client, "edit", {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "a@example.com"})
     remove_the_row()
     assert "Not configured yet" in client.get("/").get_data(as_text=True)
