@@ -11,7 +11,7 @@ from flask import Flask, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, auth, commands, crypto, fragments, health, openapi, pages, schema, security, service, sessions
+from . import api, auth, commands, crypto, health, openapi, pages, schema, security, service, sessions
 from .extensions import csrf, db
 from .instance_files import read_or_create
 
@@ -68,7 +68,6 @@ def create_app(
     csrf.init_app(app)
     crypto.install(app)
     security.init_app(app)
-    fragments.init_app(app)
     commands.init_app(app)
 
     app.register_blueprint(pages.bp)

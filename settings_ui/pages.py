@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import secrets
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask.blueprints import BlueprintSetupState
 from flask_wtf.csrf import CSRFError, generate_csrf
-from jinja2.utils import htmlsafe_json_dumps
-from markupsafe import Markup
+from jinja2 import Environment
 from werkzeug.wrappers import Response
 
 from . import rules, service
@@ -21,7 +21,6 @@ from .forms import ConfirmForm, SettingsForm
 from .service import Settings, SettingsError, StaleSettingsError, TestEmailFailed
 
 bp = Blueprint("pages", __name__)
-_CONVENTIONAL_PORTS_JSON = Markup(htmlsafe_json_dumps(rules.CONVENTIONAL_PORTS))  # for the page's script
 
 
 def _form_data(settings: Settings) -> dict[str, Any]:
@@ -49,37 +48,52 @@ def _render(
     state: PageState | None = None,
     csrf_token: Callable[[], str] = generate_csrf,
 ) -> tuple[str, int]:
-    """The settings page: ``form`` as submitted, or (None) filled with what is stored.
-
-    The stored values' fields come from the fragment cache (fragments.py) under a key of
-    exactly what they show; only on a miss is a form built to render them. A submitted
-    form is shown as typed, with its errors, and never cached.
-    """
+    """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
     settings, password_problem, events = state or service.page_state(events=10)
-    fields_key = recipient_key = None
-    stored_form = None
-    if form is None:
-        data = _form_data(settings)
-        stored_form = functools.cache(lambda: SettingsForm(formdata=None, data=data))
-        fields_key = ("fields", tuple(data.items()), settings.has_password, password_problem)
-        recipient_key = ("recipient", data["to"])
     return render_template(
         "settings.html",
-        form=form,
-        stored_form=stored_form,
-        fields_key=fields_key,
-        recipient_key=recipient_key,
-        version=settings.version if form is None else form.version.data,
+        form=form or SettingsForm(formdata=None, data=_form_data(settings)),
         settings=settings,
         problem=problem,
         password_problem=password_problem,
         events=events,
-        events_key=("events", tuple(events)),
         report=report,
         last_test=session.get("last_test"),
-        conventional_ports=_CONVENTIONAL_PORTS_JSON,
+        conventional_ports=rules.CONVENTIONAL_PORTS,
         csrf_token=csrf_token,
     ), status
+
+
+class PageCache:
+    """Rendered pages by key, the oldest dropped past ``size``.
+
+    Nothing is ever invalidated: a key holds exactly what its page is rendered from, so a
+    change (made by this process or another one) is a new key. With templates reloading
+    (debug), nothing is kept, so an edited template shows at once.
+    """
+
+    def __init__(self, environment: Environment, size: int = 64):
+        self._environment = environment
+        self._kept: dict[Hashable, str] = {}
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, render: Callable[[], str]) -> str:
+        if self._environment.auto_reload:
+            return render()
+        found = self._kept.get(key)
+        if found is None:
+            found = render()
+            with self._lock:
+                if len(self._kept) >= self._size:
+                    del self._kept[next(iter(self._kept))]
+                self._kept[key] = found
+        return found
+
+
+@bp.record_once
+def _set_up_cache(state: BlueprintSetupState) -> None:
+    state.app.extensions["settings_ui.pages"] = PageCache(state.app.jinja_env)
 
 
 # Stands for the CSRF token in a kept page; random, so no text a user stores can contain it.
@@ -103,7 +117,7 @@ def _stored_page() -> str:
         {name: value for name, value in session.items() if name != "csrf_token"}, sort_keys=True, default=repr
     )
     key = (request.script_root, contents, settings, password_problem, tuple(events))
-    page = current_app.extensions["settings_ui.pages"](
+    page = current_app.extensions["settings_ui.pages"].get(
         key, lambda: _render(state=state, csrf_token=lambda: _CSRF_SLOT)[0]
     )
     return page.replace(_CSRF_SLOT, generate_csrf())
