@@ -10,10 +10,12 @@ time cannot hold us either.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import contextlib
 import errno
 import hashlib
+import hmac
 import smtplib
 import socket
 import ssl
@@ -27,8 +29,14 @@ from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Any
 
+from .rules import printable
+
 if TYPE_CHECKING:
     from cryptography import x509
+
+# SASL mechanisms by preference. Over an unencrypted connection CRAM-MD5 first: it never
+# sends the password itself.
+_AUTH_PREFERENCE = {False: ("PLAIN", "LOGIN", "CRAM-MD5"), True: ("CRAM-MD5", "PLAIN", "LOGIN")}
 
 # The resolver runs in this pool so that a hanging DNS look-up cannot outlive the deadline.
 _RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="smtp-resolve")
@@ -78,9 +86,11 @@ class Report:
 
 class _StepFailed(Exception):
     def __init__(self, cause: str, fix: str = ""):
+        # A cause quotes what the server sent: shown escaped, so it cannot drive a terminal.
+        cause = printable(cause)
         super().__init__(cause)
         self.cause = cause
-        self.fix = fix
+        self.fix = printable(fix)
 
 
 class _DeadlinePassed(Exception):
@@ -198,7 +208,7 @@ class _Conversation:
         self._record(name, started, True, detail)
 
     def _record(self, name: str, started: float, ok: bool, detail: str) -> None:
-        self.steps.append(Step(name, ok, round((time.monotonic() - started) * 1000), detail))
+        self.steps.append(Step(name, ok, round((time.monotonic() - started) * 1000), printable(detail)))
 
     def _explain(self, step: str, error: Exception) -> _StepFailed:
         """Turn a low-level exception into a cause and a fix a person can act on."""
@@ -382,23 +392,43 @@ class _Conversation:
                 if unencrypted
                 else "If the server needs no sign-in, clear the username and the password.",
             )
-        try:
-            code, reply = smtp.login(self.target.username, self.target.password)
-        except smtplib.SMTPAuthenticationError as error:
+        offered = smtp.esmtp_features.get("auth", "").upper().split()
+        preferred = _AUTH_PREFERENCE[self.target.encryption == "Plain"]
+        mechanism = next((name for name in preferred if name in offered), None)
+        if mechanism is None:
             raise _StepFailed(
-                f"The server rejected the username or password: {_reply(error.smtp_code, error.smtp_error)}.",
-                "Check username and password (some providers need an app password for SMTP).",
-            ) from None
-        except smtplib.SMTPException as error:
-            if isinstance(error, smtplib.SMTPResponseException):
-                raise
-            methods = smtp.esmtp_features.get("auth", "").strip() or "none"
-            raise _StepFailed(
-                f"The server offers no sign-in method this product supports (it offers: {methods}).",
+                f"The server offers no sign-in method this product supports (it offers: {' '.join(offered)}).",
                 "Supported are PLAIN, LOGIN and CRAM-MD5.",
-            ) from None
+            )
+        # One attempt only: a second try with the same wrong password counts as another
+        # failed login on the server (and may lock the account).
+        code, reply = self._authenticate(smtp, mechanism)
+        if code != 235:
+            raise _StepFailed(
+                f"The server rejected the username or password ({mechanism}): {_reply(code, reply)}.",
+                "Check username and password (some providers need an app password for SMTP).",
+            )
         warning = " (sent unencrypted: prefer StartTLS or TLS)" if self.target.encryption == "Plain" else ""
         return f"signed in as {self.target.username}: {_reply(code, reply)}{warning}"
+
+    def _authenticate(self, smtp: smtplib.SMTP, mechanism: str) -> tuple[int, bytes]:
+        """One SASL exchange; user name and password in UTF-8, as RFC 4616 and RFC 6531 allow."""
+        user, password = self.target.username.encode(), self.target.password.encode()
+        if mechanism == "PLAIN":
+            code, reply = smtp.docmd("AUTH", "PLAIN " + _b64(b"\0" + user + b"\0" + password))
+            if code == 334:  # a server that wants the response on its own line
+                code, reply = smtp.docmd(_b64(b"\0" + user + b"\0" + password))
+            return code, reply
+        if mechanism == "LOGIN":
+            code, reply = smtp.docmd("AUTH", "LOGIN " + _b64(user))
+            if code == 334:
+                code, reply = smtp.docmd(_b64(password))
+            return code, reply
+        code, challenge = smtp.docmd("AUTH", "CRAM-MD5")
+        if code != 334:
+            return code, challenge
+        digest = hmac.new(password, base64.b64decode(challenge), "md5").hexdigest()
+        return smtp.docmd(_b64(user + b" " + digest.encode()))
 
     def _mail_from(self) -> str:
         smtp = self._smtp()
@@ -577,6 +607,10 @@ def _common_name(name: x509.Name) -> str:
 
     values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else ""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _reply(code: int, text: bytes | str) -> str:

@@ -27,16 +27,33 @@ _INVALID_HOST = (
     "is not a valid host name: use letters, digits and hyphens between dots "
     "(for example smtp.example.com), or an IP address"
 )
-_FORBIDDEN_CHARACTERS = {"\r": "a carriage return", "\n": "a line break", "\0": "a NUL character"}
+_NAMED_CHARACTERS = {"\r": "a carriage return", "\n": "a line break", "\0": "a NUL character"}
+# Control characters (C0, DEL, C1) and lone surrogates, which are not text at all.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def check_no_control_characters(value: str) -> None:
-    """Reject CR, LF and NUL: in SMTP commands or mail headers they would inject lines."""
-    for char, name in _FORBIDDEN_CHARACTERS.items():
-        if char in value:
-            raise ValueError(f"must not contain {name}")
+    """Reject control characters, lone surrogates and overlong text.
+
+    CR, LF and NUL would inject lines into SMTP commands or mail headers; ESC and the
+    other control characters drive the terminals that show a value; a lone surrogate
+    cannot be stored or sent.
+    """
+    found = _UNPRINTABLE.search(value)
+    if found:
+        char = found.group()
+        if "\ud800" <= char <= "\udfff":
+            raise ValueError(f"must not contain a lone surrogate (U+{ord(char):04X}): it is not valid text")
+        name = _NAMED_CHARACTERS.get(char) or f"a control character (U+{ord(char):04X})"
+        raise ValueError(f"must not contain {name}")
     if len(value) > TEXT_MAX_LENGTH:
         raise ValueError(f"must be at most {TEXT_MAX_LENGTH} characters")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters and lone surrogates escaped (ESC as ``\\x1b``): what a
+    server or a user sent, safe to show on a terminal, a page or in a log."""
+    return _UNPRINTABLE.sub(lambda found: found.group().encode("unicode_escape", "backslashreplace").decode(), text)
 
 
 def normalize_host(value: str) -> str:
@@ -47,15 +64,20 @@ def normalize_host(value: str) -> str:
     host = value.strip()
     if not host:
         raise ValueError("is required: the host name or IP address of your SMTP server")
+    # The length and character rules hold for every form of host, IP literals included.
+    if len(host.removesuffix(".")) > HOST_MAX_LENGTH:
+        raise ValueError(f"must be at most {HOST_MAX_LENGTH} characters long")
     literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if "%" in literal:
+        # Python's ipaddress accepts "fe80::1%anything" (a zone id); a zone names an
+        # interface of this machine, never a mail server's address, and lets text through.
+        raise ValueError("must not contain a zone id (the part after %): give the address alone")
     try:
         return str(ipaddress.ip_address(literal))
     except ValueError:
         pass
     if any(c.isspace() for c in host):
         raise ValueError("must be a host name without spaces, such as smtp.example.com")
-    if len(host.removesuffix(".")) > HOST_MAX_LENGTH:
-        raise ValueError(f"must be at most {HOST_MAX_LENGTH} characters long")
     try:
         ascii_host = host.encode("idna").decode("ascii").lower()
     except UnicodeError:

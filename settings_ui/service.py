@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ PARAMETER_TYPES: dict[str, type] = {
 """The parameters of ``/email-settings/edit``, as published, with their JSON types."""
 
 PUBLIC_FIELDS = tuple(name for name in PARAMETER_TYPES if name != "password")
+
+SERVER_IDENTITY = ("smtp_host", "smtp_port", "encryption", "username")
+"""The stored password is bound to these: it is only ever sent where they point (stored normalized,
+so a host's case, trailing dot, IDN form or IPv6 spelling compare equal)."""
 
 Row = dict[str, Any]
 """The settings row as read from the database, column by column."""
@@ -280,7 +285,9 @@ def _json_type_name(value: Any) -> str:
     if isinstance(value, int):
         return "an integer"
     if isinstance(value, float):
-        return "a number with a fraction" if value != int(value) else "a decimal number"
+        if not math.isfinite(value):  # 1e400 parses as infinity
+            return "a number too large to be a port"
+        return "a decimal number" if value.is_integer() else "a number with a fraction"
     if isinstance(value, str):
         return "a string"
     if isinstance(value, list):
@@ -294,7 +301,9 @@ def merge(row: Row, changes: Mapping[str, Any]) -> dict[str, Any]:
     """Merge parsed ``changes`` over ``row`` and check the result is complete.
 
     The returned ``password`` is :data:`KEEP` (the stored one stays), ``""`` (none)
-    or the new password. Raises :class:`SettingsError` when the result is incomplete.
+    or the new password. Raises :class:`SettingsError` when the result is incomplete,
+    or when it would keep the stored password for another server: a change of
+    :data:`SERVER_IDENTITY`, or certificate checks turned off, must bring ``password``.
     """
     values = {name: changes.get(name, row[name]) for name in PUBLIC_FIELDS}
     password = changes.get("password", KEEP)
@@ -315,6 +324,15 @@ def merge(row: Row, changes: Mapping[str, Any]) -> dict[str, Any]:
         )
     if has_password and not values["username"]:
         errors["username"] = "is required when a password is set (or remove the password)"
+    if password is KEEP and row["password_encrypted"] and not errors:
+        moved = [name for name in SERVER_IDENTITY if values[name] != row[name]]
+        if values["allow_selfsigned_certs"] and not row["allow_selfsigned_certs"]:
+            moved.append("allow_selfsigned_certs")
+        if moved:
+            errors["password"] = (
+                f"must be given again because {' and '.join(moved)} changed: the stored password is only ever "
+                'sent to the server it was saved for (enter it, or "" to store none)'
+            )
     if errors:
         raise SettingsError(errors)
     values["password"] = password
@@ -505,7 +523,6 @@ def rotate_encryption() -> bool:
 
 
 TEST_PARAMETERS = ("to", "settings")
-_SERVER_IDENTITY = ("smtp_host", "smtp_port", "encryption", "username")
 
 
 def send_test_email(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> mailer.Report:
@@ -547,25 +564,14 @@ def _test_recipient(value: Any) -> str:
 def resolve_target(draft: Mapping[str, Any]) -> mailer.SmtpTarget:
     """The complete settings a test uses: ``draft`` merged over the stored ones, password included.
 
-    The stored password goes only to the stored server: a draft that changes the host,
-    port, encryption or username must bring its own password.
+    The stored password goes only to the stored server (see :func:`merge`).
     """
     row = _load_row()
     values = merge(row, parse_params(draft))
     password = values.pop("password")
     if password is KEEP:
-        if not values["username"]:
-            password = ""
-        elif any(values[name] != row[name] for name in _SERVER_IDENTITY):
-            raise SettingsError(
-                {
-                    "password": "must be entered for this test: the stored password is only sent to the stored "
-                    "smtp_host, smtp_port, encryption and username, and this draft changes them"
-                }
-            )
-        else:
-            try:
-                password = crypto.decrypt(row["password_encrypted"] or "")
-            except crypto.UndecryptablePasswordError as problem:
-                raise SettingsError({"password": str(problem)}) from None
+        try:
+            password = crypto.decrypt(row["password_encrypted"]) if values["username"] else ""
+        except crypto.UndecryptablePasswordError as problem:
+            raise SettingsError({"password": str(problem)}) from None
     return mailer.SmtpTarget(password=password, **values)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bs4 import BeautifulSoup
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -56,3 +57,28 @@ def post_json_with_headers(
             return response.status, json.loads(response.read()), response.headers
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read()), error.headers
+
+
+def page(client: FlaskClient, path: str = "/") -> BeautifulSoup:
+    response = client.get(path)
+    assert response.status_code == 200
+    return BeautifulSoup(response.get_data(as_text=True), "html.parser")
+
+
+def form_values(soup: BeautifulSoup) -> dict[str, Any]:
+    """What a browser would submit for the settings form as it is shown."""
+    form = soup.find("form", id="settings-form")
+    values: dict[str, Any] = {}
+    for element in form.find_all(["input", "select"]):
+        name = element.get("name")
+        if not name:
+            continue
+        if element.name == "select":
+            chosen = element.find("option", selected=True) or element.find("option")
+            values[name] = chosen["value"]
+        elif element.get("type") == "checkbox":
+            if element.has_attr("checked"):
+                values[name] = element.get("value", "y")
+        else:
+            values[name] = element.get("value", "")
+    return values

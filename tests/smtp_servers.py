@@ -38,6 +38,7 @@ class RecordingHandler:
 
     refuse_sender: bool = False
     refuse_recipient: bool = False
+    recipient_reply: str | None = None  # answer RCPT with this instead
     received: list[Received] = field(default_factory=list)
     connections: int = 0
 
@@ -56,6 +57,8 @@ class RecordingHandler:
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         if self.refuse_recipient:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if self.recipient_reply is not None:
+            return self.recipient_reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

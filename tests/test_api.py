@@ -83,11 +83,11 @@ def test_partial_edit_keeps_every_other_value_and_the_password(
     app: Flask, client: FlaskClient, configured: dict[str, Any]
 ) -> None:
     before = stored_row(app)
-    response = call(client, "edit", {"smtp_port": 2525})
+    response = call(client, "edit", {"from_email": "ops@example.com"})
     assert response.status_code == 200
     after = stored_row(app)
-    assert after["smtp_port"] == 2525
-    for name in ("smtp_host", "encryption", "from_email", "username", "password_encrypted", "allow_selfsigned_certs"):
+    assert after["from_email"] == "ops@example.com"
+    for name in ("smtp_host", "smtp_port", "encryption", "username", "password_encrypted", "allow_selfsigned_certs"):
         assert after[name] == before[name]
     assert after["version"] == before["version"] + 1
 
@@ -182,6 +182,13 @@ BAD_PARAMS = [
     ({"username": 5}, "username", "must be a string"),
     ({"password": False}, "password", "must be a string"),
     ({"username": "u" * 1025}, "username", "at most 1024"),
+    ({"smtp_host": '::1%<img src=x> " onmouseover=alert(1)' + "x" * 960}, "smtp_host", "at most 253"),
+    ({"smtp_host": "::1%<img src=x>"}, "smtp_host", "zone id"),
+    ({"smtp_host": "[fe80::1%eth0]"}, "smtp_host", "zone id"),
+    ({"username": "user\x1b]0;owned\x07"}, "username", "control character (U+001B)"),
+    ({"from_email": "a@example.com\x7f"}, "from_email", "control character (U+007F)"),
+    ({"password": "pass\x85word"}, "password", "control character (U+0085)"),
+    ({"username": "user\ud800"}, "username", "lone surrogate"),
     ({"smtp_password": "x"}, "smtp_password", "Unknown parameter"),
     ({"host": "x", "port": 1}, "host, port", "Unknown parameters"),
 ]
@@ -225,6 +232,25 @@ BAD_BODIES = [
     ("smtp_port=25", "application/x-www-form-urlencoded", "Content-Type: application/json"),
     ('{"params": {"smtp_port": 25}}', None, "Content-Type: application/json"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ('{"params": {"smtp_port": 1e400}}', "smtp_port must be an integer, not a number too large"),
+        ('{"params": {"smtp_port": -1e400}}', "smtp_port must be an integer"),
+        ('{"params": {"smtp_host": "\\ud800"}}', "smtp_host must not contain a lone surrogate"),
+        ('{"params": {"password": "\\udfff"}}', "password must not contain a lone surrogate"),
+        ('{"params": {"\\ud800": 1}}', "Unknown parameter"),
+    ],
+)
+def test_numbers_and_text_json_allows_but_python_cannot_hold_are_a_clear_400(
+    app: Flask, client: FlaskClient, configured: dict[str, Any], data: str, fragment: str
+) -> None:
+    before = stored_row(app)
+    response = client.post("/email-settings/edit", data=data, headers={"Content-Type": "application/json"})
+    assert_error(response, 400, fragment)
+    assert stored_row(app) == before
 
 
 @pytest.mark.parametrize(("data", "content_type", "fragment"), BAD_BODIES, ids=lambda v: repr(v)[:30])
@@ -352,7 +378,7 @@ def test_a_failing_write_logs_no_stored_value(tmp_path: Path, caplog: pytest.Log
 
 def test_the_etag_changes_with_every_write(client: FlaskClient, configured: dict[str, Any]) -> None:
     first = call(client, "show").headers["ETag"]
-    edited = call(client, "edit", {"smtp_port": 2525})
+    edited = call(client, "edit", {"from_email": "ops@example.com"})
     assert edited.headers["ETag"] != first
     assert call(client, "show").headers["ETag"] == edited.headers["ETag"]
     assert call(client, "show").headers["ETag"] == edited.headers["ETag"]  # reads do not change it
@@ -360,9 +386,9 @@ def test_the_etag_changes_with_every_write(client: FlaskClient, configured: dict
 
 def test_edit_with_a_current_if_match_is_stored(client: FlaskClient, configured: dict[str, Any]) -> None:
     etag = call(client, "show").headers["ETag"]
-    response = call(client, "edit", {"smtp_port": 2525}, headers={"If-Match": etag})
+    response = call(client, "edit", {"from_email": "ops@example.com"}, headers={"If-Match": etag})
     assert response.status_code == 200
-    assert response.get_json()["result"]["smtp_port"] == 2525
+    assert response.get_json()["result"]["from_email"] == "ops@example.com"
 
 
 @pytest.mark.parametrize("action", ["edit", "clear"])
@@ -370,9 +396,9 @@ def test_a_stale_if_match_is_412_and_stores_nothing(
     app: Flask, client: FlaskClient, configured: dict[str, Any], action: str
 ) -> None:
     stale = call(client, "show").headers["ETag"]
-    call(client, "edit", {"smtp_port": 2526})  # someone else saves in between
+    call(client, "edit", {"from_email": "alerts@example.com"})  # someone else saves in between
     before = stored_row(app)
-    params = {"smtp_port": 2525} if action == "edit" else {}
+    params = {"from_email": "ops@example.com"} if action == "edit" else {}
     response = call(client, action, params, headers={"If-Match": stale})
     assert_error(response, 412, "changed by someone else")
     assert response.headers["ETag"] != stale  # tells the caller what is current
@@ -384,16 +410,16 @@ def test_an_if_match_that_is_no_etag_of_ours_is_412(
     app: Flask, client: FlaskClient, configured: dict[str, Any], header: str
 ) -> None:
     before = stored_row(app)
-    assert_error(call(client, "edit", {"smtp_port": 2525}, headers={"If-Match": header}), 412)
+    assert_error(call(client, "edit", {"from_email": "ops@example.com"}, headers={"If-Match": header}), 412)
     assert stored_row(app) == before
 
 
 def test_if_match_star_and_a_list_holding_the_current_etag_are_accepted(
     client: FlaskClient, configured: dict[str, Any]
 ) -> None:
-    assert call(client, "edit", {"smtp_port": 2525}, headers={"If-Match": "*"}).status_code == 200
+    assert call(client, "edit", {"from_email": "ops@example.com"}, headers={"If-Match": "*"}).status_code == 200
     etag = call(client, "show").headers["ETag"]
-    response = call(client, "edit", {"smtp_port": 2526}, headers={"If-Match": f'"old", {etag}'})
+    response = call(client, "edit", {"from_email": "alerts@example.com"}, headers={"If-Match": f'"old", {etag}'})
     assert response.status_code == 200
 
 

@@ -11,32 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from .conftest import stored_row
-from .helpers import EXAMPLE_PASSWORD, call
-
-
-def page(client: FlaskClient, path: str = "/") -> BeautifulSoup:
-    response = client.get(path)
-    assert response.status_code == 200
-    return BeautifulSoup(response.get_data(as_text=True), "html.parser")
-
-
-def form_values(soup: BeautifulSoup) -> dict[str, Any]:
-    """What a browser would submit for the settings form as it is shown."""
-    form = soup.find("form", id="settings-form")
-    values: dict[str, Any] = {}
-    for element in form.find_all(["input", "select"]):
-        name = element.get("name")
-        if not name:
-            continue
-        if element.name == "select":
-            chosen = element.find("option", selected=True) or element.find("option")
-            values[name] = chosen["value"]
-        elif element.get("type") == "checkbox":
-            if element.has_attr("checked"):
-                values[name] = element.get("value", "y")
-        else:
-            values[name] = element.get("value", "")
-    return values
+from .helpers import EXAMPLE_PASSWORD, call, form_values, page
 
 
 def test_the_page_shows_the_stored_settings(client: FlaskClient, configured: dict[str, Any]) -> None:
@@ -117,10 +92,10 @@ def test_a_blank_password_keeps_the_stored_one(app: Flask, client: FlaskClient, 
     before = stored_row(app)["password_encrypted"]
     values = form_values(page(client))
     assert values["password"] == ""
-    values["smtp_port"] = "2525"
+    values["from_email"] = "ops@example.com"
     assert client.post("/", data=values).status_code == 303
     assert stored_row(app)["password_encrypted"] == before
-    assert stored_row(app)["smtp_port"] == 2525
+    assert stored_row(app)["from_email"] == "ops@example.com"
 
 
 def test_the_remove_checkbox_removes_the_stored_password(
@@ -198,7 +173,7 @@ def test_a_save_after_someone_else_saved_is_refused_and_shows_their_values(
     app: Flask, client: FlaskClient, configured: dict[str, Any]
 ) -> None:
     values = form_values(page(client))  # the administrator opens the page
-    call(client, "edit", {"smtp_host": "other.example.com"})  # a colleague saves meanwhile
+    call(client, "edit", {"smtp_host": "other.example.com", "password": EXAMPLE_PASSWORD})  # a colleague saves
     before = stored_row(app)
     values["smtp_port"] = "2525"
     response = client.post("/", data=values)
@@ -209,7 +184,7 @@ def test_a_save_after_someone_else_saved_is_refused_and_shows_their_values(
     assert soup.find("input", attrs={"name": "smtp_port"})["value"] == "587"
     assert stored_row(app) == before
     # Saving again from the refreshed form works.
-    assert client.post("/", data=form_values(soup) | {"smtp_port": "2525"}).status_code == 303
+    assert client.post("/", data=form_values(soup) | {"from_email": "ops@example.com"}).status_code == 303
 
 
 def test_a_tampered_version_is_refused(app: Flask, client: FlaskClient, configured: dict[str, Any]) -> None:
@@ -240,7 +215,7 @@ def test_clearing_from_a_stale_confirmation_is_refused(
     app: Flask, client: FlaskClient, configured: dict[str, Any]
 ) -> None:
     confirm = page(client, "/clear")
-    call(client, "edit", {"smtp_port": 2525})
+    call(client, "edit", {"from_email": "ops@example.com"})
     before = stored_row(app)
     form = confirm.find("form")
     data = {i["name"]: i.get("value", "") for i in form.find_all("input") if i.get("name")}

@@ -397,7 +397,7 @@ def test_changes_are_recorded_with_actor_address_and_fields(admin_app: Flask, ad
 
 def test_the_page_shows_only_the_last_ten_events(client: FlaskClient, configured: dict[str, Any]) -> None:
     for port in range(2000, 2015):
-        call(client, "edit", {"smtp_port": port})
+        call(client, "edit", {"smtp_port": port, "password": EXAMPLE_PASSWORD})
     soup = BeautifulSoup(client.get("/").get_data(as_text=True), "html.parser")
     rows = soup.find(id="history-title").find_parent("section").find_all("tr")[1:]
     assert len(rows) == 10

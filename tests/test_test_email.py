@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from settings_ui.extensions import db
 
 from .conftest import LiveServer, make_app, stored_row
-from .helpers import EXAMPLE_PASSWORD, assert_error, call, post_json
+from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page, post_json
 from .smtp_servers import (
     Authenticator,
     RecordingHandler,
@@ -310,7 +310,13 @@ def test_the_stored_password_is_reused_for_the_same_server(client: FlaskClient) 
 
 @pytest.mark.parametrize(
     "change",
-    [{"smtp_host": "localhost"}, {"encryption": "StartTLS"}, {"username": "someone-else"}, {"smtp_port": "other"}],
+    [
+        {"smtp_host": "localhost"},
+        {"encryption": "StartTLS"},
+        {"username": "someone-else"},
+        {"smtp_port": "other"},
+        {"allow_selfsigned_certs": True},
+    ],
 )
 def test_a_draft_for_another_server_must_bring_its_own_password(client: FlaskClient, change: dict[str, Any]) -> None:
     auth = Authenticator("mailer", EXAMPLE_PASSWORD)
@@ -318,7 +324,7 @@ def test_a_draft_for_another_server_must_bring_its_own_password(client: FlaskCli
         configure(client, stored_port, username="mailer", password=EXAMPLE_PASSWORD)
         draft = {"smtp_port": other_port} if change == {"smtp_port": "other"} else change
         response = send(client, settings=draft)
-        error = assert_error(response, 400, "password", "must be entered", "stored password")
+        error = assert_error(response, 400, "password", "must be given again", "only ever sent to the server")
         assert set(error["fields"]) == {"password"}
         assert other.connections == 0 and auth.attempts == 0
         # With its own password it goes ahead (and that password is the one used).
@@ -415,8 +421,6 @@ def test_other_requests_are_served_while_a_test_waits(app: Flask, live_server: L
 
 
 def _page_values(client: FlaskClient) -> dict[str, Any]:
-    from .test_page import form_values, page
-
     return form_values(page(client))
 
 
@@ -462,7 +466,7 @@ def test_the_page_shows_a_failed_step(client: FlaskClient) -> None:
         ({"to": ""}, "to", "Recipient is required"),
         ({"to": "not-an-address"}, "to", "not a valid email address"),
         ({"smtp_port": "99999"}, "smtp_port", "Port must be from 1 to 65535"),
-        ({"smtp_host": "localhost"}, "password", "must be entered for this test"),
+        ({"smtp_host": "localhost"}, "password", "only ever sent to the server it was saved for"),
     ],
 )
 def test_the_page_shows_test_problems_at_their_field(
@@ -483,3 +487,34 @@ def test_the_page_shows_test_problems_at_their_field(
     assert "No test email was sent" in soup.find(id="form-problem").get_text()
     assert handler.connections == 0 and auth.attempts == 0
     assert stored_row(app) == before
+
+
+def test_a_non_ascii_username_and_password_sign_in_as_utf8(client: FlaskClient) -> None:
+    auth = Authenticator("jörg@exämple.com", "pässwört-€-" + EXAMPLE_PASSWORD)
+    with smtp_server(authenticator=auth) as (port, handler):
+        configure(client, port, username="jörg@exämple.com", password="pässwört-€-" + EXAMPLE_PASSWORD)
+        response = send(client)
+    assert response.status_code == 200, response.get_json()
+    assert handler.received[0].authenticated_as == "jörg@exämple.com"
+
+
+def test_a_wrong_password_is_tried_once_only(client: FlaskClient) -> None:
+    auth = Authenticator("mailer", "the-right-one")
+    with smtp_server(authenticator=auth) as (port, _):
+        configure(client, port, username="mailer", password=EXAMPLE_PASSWORD)
+        error = assert_error(send(client), 400, "auth step failed", "rejected the username or password")
+    assert auth.attempts == 1
+    assert step_names(error["steps"])[-1] == "auth"
+
+
+def test_a_server_reply_with_terminal_escapes_is_shown_escaped(app: Flask, client: FlaskClient) -> None:
+    hostile = "550 5.1.1 \x1b]0;owned\x07\x1b[2J go away"
+    with smtp_server(RecordingHandler(recipient_reply=hostile)) as (port, _):
+        configure(client, port)
+        response = send(client)
+        cli = app.test_cli_runner().invoke(args=["email-settings", "test", "--to", RECIPIENT])
+    error = assert_error(response, 400, "rcpt_to step failed", "\\x1b]0;owned\\x07\\x1b[2J go away")
+    assert "\\u001b" not in response.get_data(as_text=True)  # JSON would write a raw ESC so
+    assert "\x1b" not in error["steps"][-1]["detail"] and "\x07" not in error["message"]
+    assert cli.exit_code != 0
+    assert "\\x1b]0;owned" in cli.output and "\x1b" not in cli.output and "\x07" not in cli.output
