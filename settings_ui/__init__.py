@@ -64,10 +64,10 @@ def create_app(
 
     sessions.init_app(app)
     db.init_app(app)
+    security.init_app(app)  # first: a request for another host name or from another site runs nothing
     auth.init_app(app)  # before CSRF, so an unauthorised client learns nothing else first
     csrf.init_app(app)
     crypto.install(app)
-    security.init_app(app)
     commands.init_app(app)
 
     app.register_blueprint(pages.bp)

@@ -1,16 +1,27 @@
-"""Response headers that keep the page and the API from being framed, sniffed or cached.
+"""Which requests are served at all, and the headers every response carries.
 
-Added by a small WSGI middleware rather than an ``after_request`` hook: it sees every
-response, error pages included, and appending to the header list costs a fraction of
-werkzeug's header handling.
+Only the names in ``TRUSTED_HOSTS`` are served, so a web page that rebinds its own name
+to this machine reaches nothing; API calls a browser marks as cross-site are refused.
+Response headers keep the page and the API from being framed, sniffed or cached; they
+are added by a small WSGI middleware rather than an ``after_request`` hook, so that they
+are on every response, error pages included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
-from flask import Flask
+from flask import Flask, current_app, request
+from werkzeug.exceptions import BadRequest, Forbidden
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+"""What ``TRUSTED_HOSTS`` is while no admin is configured (on any port)."""
+
+# A Host header: a bracketed IPv6 literal or a name, then an optional port.
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::([0-9]{1,5}))?")
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -49,6 +60,69 @@ class SecureHeaders:
         return self.app(environ, with_headers)
 
 
+def host_is_trusted(host: str, trusted: Collection[str] | None) -> bool:
+    """Whether ``host`` (a Host header, port optional) is one of ``trusted``, as Flask's
+    ``TRUSTED_HOSTS`` reads: any port; a leading dot accepts subdomains; None accepts all.
+
+    Werkzeug's own matcher cannot match an IPv6 literal such as ``[::1]``, hence this one.
+    """
+    found = _HOST.fullmatch(host.lower())
+    if found is None or (found.group(2) and not 1 <= int(found.group(2)) <= 65535):
+        return False
+    if trusted is None:
+        return True
+    name = found.group(1)
+    for entry in trusted:
+        entry = entry.lower()
+        if entry == name or (entry.startswith(".") and (name.endswith(entry) or name == entry[1:])):
+            return True
+    return False
+
+
+def _configured_hosts(app: Flask) -> list[str] | None:
+    """``TRUSTED_HOSTS`` as configured (a list, or a comma-separated string), else the default:
+    loopback names without an admin account, any name with one (its login protects it)."""
+    configured = app.config.get("TRUSTED_HOSTS")
+    if configured is None:
+        admin = app.config.get("ADMIN_USERNAME") and app.config.get("ADMIN_PASSWORD_HASH")
+        return None if admin else list(LOOPBACK_HOSTS)
+    if isinstance(configured, str):
+        return [name.strip() for name in configured.split(",") if name.strip()]
+    return list(configured)
+
+
+def _refuse_untrusted_requests() -> None:
+    """Runs before everything else: an unknown ``Host`` gets 400, a cross-site API call 403."""
+    trusted = current_app.extensions["settings_ui.trusted_hosts"]
+    if not host_is_trusted(request.host, trusted):
+        names = ", ".join(trusted or ())
+        raise BadRequest(
+            f"This server does not answer to the name {request.host!r}; it answers to: {names}. "
+            "Use one of those, or add the name to TRUSTED_HOSTS."
+        )
+    if request.blueprint == "api" and _cross_site():
+        raise Forbidden(
+            "API calls from another site's web page are refused. Call the API from a script, or use the settings page."
+        )
+
+
+def _cross_site() -> bool:
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False  # not sent by a browser for this request, or a same-origin GET
+    parts = urlsplit(origin)
+    return origin == "null" or parts.scheme != request.scheme or parts.netloc.lower() != request.host.lower()
+
+
 def init_app(app: Flask) -> None:
+    """Call before any other ``before_request`` hook is registered: nothing else runs for a
+    refused request."""
+    # Flask reads TRUSTED_HOSTS too, with werkzeug's matcher, which cannot match "[::1]"
+    # (and after the before_request hooks): the list is applied here, by our check alone.
+    app.extensions["settings_ui.trusted_hosts"] = _configured_hosts(app)
+    app.config["TRUSTED_HOSTS"] = None
+    app.before_request(_refuse_untrusted_requests)
     # Inside any ProxyFix added later, so that it sees the scheme the proxy reports.
     app.wsgi_app = SecureHeaders(app.wsgi_app, f"{app.static_url_path}/")  # type: ignore[method-assign]

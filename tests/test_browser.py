@@ -22,6 +22,7 @@ from .helpers import EXAMPLE_PASSWORD
 from .smtp_servers import Authenticator, free_port, silent_server, smtp_server
 
 CHROMIUM = "/usr/bin/chromium"
+REBOUND_NAME = "rebound.attacker.example"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -29,6 +30,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # A name of an attacker's site that now resolves to this machine (DNS rebinding).
+    f"--host-resolver-rules=MAP {REBOUND_NAME} 127.0.0.1",
 ]
 PROJECT = Path(__file__).resolve().parent.parent
 SCREENSHOT = PROJECT / "docs" / "screenshot.png"
@@ -169,6 +172,53 @@ def test_enter_in_a_field_saves_rather_than_tests(page: Any, site_app: Flask) ->
     page.wait_for_load_state()
     assert page.get_by_text("Settings saved.").is_visible()
     assert stored_row(site_app)["smtp_port"] == 25
+
+
+def test_a_new_host_with_the_password_left_blank_is_refused_at_the_password_field(page: Any, site_app: Flask) -> None:
+    fill_settings(page, username="mailer", password=EXAMPLE_PASSWORD)
+    save(page)
+    before = stored_row(site_app)
+    page.fill("#smtp_host", "harvest.attacker.example")
+    save(page)
+    password = page.locator("#password")
+    assert password.get_attribute("aria-invalid") == "true"
+    message = page.locator("#password-error").inner_text()
+    assert "the stored password is only ever sent to the server it was saved for" in message
+    assert stored_row(site_app) == before
+    page.fill("#password", "the-new-servers-password")
+    save(page)
+    assert page.get_by_text("Settings saved.").is_visible()
+    assert stored_row(site_app)["smtp_host"] == "harvest.attacker.example"
+
+
+def test_a_rebound_site_reaches_neither_the_page_nor_the_api(
+    site: LiveServer, site_app: Flask, tab_factory: Any
+) -> None:
+    """A web page whose name now resolves to 127.0.0.1 is same-origin with us: it must get nothing."""
+    before = stored_row(site_app)
+    port = site.url.rsplit(":", 1)[1]
+    tab = tab_factory(f"http://{REBOUND_NAME}:{port}")
+    response = tab.page.goto("/")
+    assert response.status == 400
+    assert "does not answer to the name" in tab.page.content()
+    answers = tab.page.evaluate(
+        """async () => {
+            const calls = [["edit", {smtp_host: "evil.example", smtp_port: 25, from_email: "a@evil.example"}],
+                           ["show", {}], ["test", {to: "a@evil.example"}]];
+            const out = [];
+            for (const [call, params] of calls) {
+                const r = await fetch("/email-settings/" + call, {method: "POST",
+                    headers: {"Content-Type": "application/json"}, body: JSON.stringify({params})});
+                out.push([r.status, await r.json()]);
+            }
+            return out;
+        }"""
+    )
+    tab.errors.clear()  # the refused calls are logged as failed loads; that is the point
+    for status, body in answers:
+        assert status == 400 and body["successful"] is False
+        assert "does not answer to the name" in body["error"]["message"]
+    assert stored_row(site_app) == before
 
 
 # --- Test email -------------------------------------------------------------------------------
