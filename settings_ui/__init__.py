@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, auth, commands, crypto, health, openapi, pages, schema, security, service, sessions
 from .extensions import csrf, db
-from .instance_files import read_or_create
+from .instance_files import create_private_file, make_private_folder, read_or_create
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,7 @@ def create_app(
     app.config.from_prefixed_env("SETTINGS_UI")
     if test_config:
         app.config.from_mapping(test_config)
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    make_private_folder(Path(app.instance_path))
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", f"sqlite:///{Path(app.instance_path) / 'settings.db'}")
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app.config))
     if not app.config.get("SECRET_KEY"):
@@ -92,6 +92,8 @@ def create_app(
 
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
+            if db.engine.url.database and db.engine.url.database != ":memory:":
+                create_private_file(Path(db.engine.url.database))
             # WAL lets the page and the API read while a request writes. It is a property of
             # the database file, so once is enough (not on every new connection).
             with db.engine.connect() as connection:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +15,7 @@ from werkzeug.security import generate_password_hash
 
 from . import crypto, schema, service
 from .extensions import db
+from .instance_files import write_private
 from .service import Actor, SettingsError
 
 
@@ -141,10 +143,18 @@ def _print_report(report: Any) -> None:
         click.echo(f"{'ok  ' if step.ok else 'FAIL'} {step.name:<10} {step.ms:>6} ms  {step.detail}")
 
 
+PASSPHRASE_MIN_LENGTH = 12
+
+
 @email_settings.command("export")
 @click.option("--with-password", is_flag=True, help="include the password, encrypted with a passphrase you choose")
-@click.option("--output", type=click.File("w"), default="-", help="file to write (default: standard output)")
-def export_command(with_password: bool, output: Any) -> None:
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    default="-",
+    help="file to write, readable by you only (default: standard output)",
+)
+def export_command(with_password: bool, output: Path) -> None:
     """Write the settings as JSON, for a backup or to move them to another installation."""
     settings = service.show()
     document: dict[str, Any] = {"format": EXPORT_FORMAT, "settings": settings.public()}
@@ -155,10 +165,22 @@ def export_command(with_password: bool, output: Any) -> None:
             raise click.ClickException(str(error)) from None
         if password is not None:
             passphrase = click.prompt(
-                "Passphrase to encrypt the password with", hide_input=True, confirmation_prompt=True, err=True
+                f"Passphrase to encrypt the password with (at least {PASSPHRASE_MIN_LENGTH} characters)",
+                hide_input=True,
+                confirmation_prompt=True,
+                err=True,
             )
+            if len(passphrase) < PASSPHRASE_MIN_LENGTH:
+                # Anyone holding the file may try passphrases offline, as fast as scrypt allows.
+                raise click.ClickException(
+                    f"The passphrase must be at least {PASSPHRASE_MIN_LENGTH} characters long; nothing was written."
+                )
             document["password"] = crypto.encrypt_with_passphrase(password, passphrase)
-    output.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    if str(output) == "-":
+        click.echo(text, nl=False)
+    else:
+        write_private(output, text)
 
 
 @email_settings.command("import")

@@ -1,4 +1,4 @@
-"""Secrets generated once and kept in the instance folder, readable by the owner only."""
+"""Files of the instance folder (database, keys, locks) and exports: readable by the owner only."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 
 def read_or_create(path: Path, make: Callable[[], str]) -> str:
@@ -13,7 +14,7 @@ def read_or_create(path: Path, make: Callable[[], str]) -> str:
 
     ``O_EXCL`` makes creation atomic, so two processes starting together agree on one value.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -33,3 +34,27 @@ def _read_complete(path: Path) -> str:
             return text.strip()
         time.sleep(0.02)
     raise RuntimeError(f"{path} is empty or incomplete; delete it to generate a new one")
+
+
+def make_private_folder(path: Path) -> None:
+    """Create ``path`` (and its parents) readable by the owner only; an existing folder keeps its mode."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists, before another library creates it
+    with the default 0644 (SQLite gives its -wal and -shm files the database file's mode)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def open_private(path: Path) -> IO[str]:
+    """Open ``path`` for appending, creating it with mode 0600 (for lock files)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, which ends up with mode 0600 even if it existed before."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)

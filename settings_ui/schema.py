@@ -18,6 +18,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from .extensions import db
+from .instance_files import make_private_folder, open_private
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -68,8 +69,8 @@ def current_revision() -> str | None:
 
 @contextlib.contextmanager
 def _process_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    make_private_folder(path.parent)
+    with open_private(path) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
@@ -23,6 +24,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import crypto, mailer, rules
 from .extensions import db
+from .instance_files import open_private
 from .models import SETTINGS_ROW_ID, AuditEvent, EmailSettings
 from .prepared import DriverConnection, Prepared, driver_connection, driver_transaction
 
@@ -393,7 +395,7 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
         yield
         return
     if database not in _LOCK_FILES:  # under _WRITE_LOCK: one thread at a time gets here
-        _LOCK_FILES[database] = open(f"{database}.write-lock", "a")  # noqa: SIM115 - kept open for reuse
+        _LOCK_FILES[database] = open_private(Path(f"{database}.write-lock"))  # kept open for reuse
     handle = _LOCK_FILES[database]
     fcntl.flock(handle, fcntl.LOCK_EX)
     try:

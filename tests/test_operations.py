@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -126,6 +127,9 @@ def test_gunicorn_serves_the_app_and_logs_no_secret(tmp_path: Path) -> None:
     assert EXAMPLE_PASSWORD not in output_text
 
 
+PASSPHRASE = "moving day, late 2026"
+
+
 # --- The command line ----------------------------------------------------------------------------
 
 
@@ -225,7 +229,7 @@ def test_cli_export_and_import_move_an_installation(tmp_path: Path, app: Flask, 
     plain = invoke(runner, "export")
     assert plain.exit_code == 0
     assert "password" not in json.loads(plain.output)
-    exported = invoke(runner, "export", "--with-password", input="moving day\nmoving day\n")
+    exported = invoke(runner, "export", "--with-password", input=f"{PASSPHRASE}\n{PASSPHRASE}\n")
     assert exported.exit_code == 0, exported.output
     document = json.loads(exported.output[exported.output.index("{") :])
     assert EXAMPLE_PASSWORD not in exported.output
@@ -237,13 +241,36 @@ def test_cli_export_and_import_move_an_installation(tmp_path: Path, app: Flask, 
     wrong = other_runner.invoke(args=["email-settings", "import", str(export_file)], input="guess\n")
     assert wrong.exit_code != 0 and "passphrase is wrong" in wrong.output
     assert stored_row(elsewhere)["smtp_host"] == ""
-    right = other_runner.invoke(args=["email-settings", "import", str(export_file)], input="moving day\n")
+    right = other_runner.invoke(args=["email-settings", "import", str(export_file)], input=f"{PASSPHRASE}\n")
     assert right.exit_code == 0, right.output
     row = stored_row(elsewhere)
     assert (row["smtp_host"], row["username"]) == ("smtp.example.com", "mailer")
     with elsewhere.app_context():
         assert crypto.decrypt(row["password_encrypted"]) == EXAMPLE_PASSWORD
         db.engine.dispose()
+
+
+def test_cli_export_refuses_a_short_passphrase_and_writes_nothing(
+    tmp_path: Path, app: Flask, runner: FlaskCliRunner
+) -> None:
+    call(app.test_client(), "edit", COMPLETE | {"username": "mailer", "password": EXAMPLE_PASSWORD})
+    target = tmp_path / "export.json"
+    short = "x" * 11
+    result = invoke(runner, "export", "--with-password", "--output", str(target), input=f"{short}\n{short}\n")
+    assert result.exit_code != 0 and "at least 12 characters" in result.output
+    assert not target.exists()
+
+
+def test_cli_export_file_is_readable_by_its_owner_only(tmp_path: Path, app: Flask, runner: FlaskCliRunner) -> None:
+    call(app.test_client(), "edit", COMPLETE | {"username": "mailer", "password": EXAMPLE_PASSWORD})
+    fresh, existing = tmp_path / "fresh.json", tmp_path / "existing.json"
+    existing.write_text("old")
+    existing.chmod(0o644)
+    for target in (fresh, existing):
+        result = invoke(runner, "export", "--with-password", "--output", str(target), input=f"{PASSPHRASE}\n" * 2)
+        assert result.exit_code == 0, result.output
+        assert stat.S_IMODE(target.stat().st_mode) == 0o600
+        assert json.loads(target.read_text())["settings"]["username"] == "mailer"
 
 
 def test_cli_import_refuses_what_is_not_an_export(tmp_path: Path, app: Flask, runner: FlaskCliRunner) -> None:

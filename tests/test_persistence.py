@@ -16,6 +16,7 @@ from settings_ui.extensions import db
 
 from .conftest import make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD, call
+from .processes import AppProcess
 
 
 def test_settings_survive_a_restart_on_the_same_database(tmp_path: Path, configured: dict[str, Any]) -> None:
@@ -98,3 +99,19 @@ def test_the_instance_folder_is_created_when_missing(tmp_path: Path) -> None:
     create_app({"TESTING": True}, instance_path=target)
     assert target.is_dir()
     assert os.access(target / "secret_key", os.R_OK)
+
+
+def test_the_instance_folder_and_its_files_are_private(tmp_path: Path) -> None:
+    """Settings and the audit trail are nobody else's business on a shared machine."""
+    instance = tmp_path / "instance"
+    app = AppProcess(instance)
+    try:
+        params = {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "a@example.com"}
+        assert app.call("edit", params | {"username": "u", "password": EXAMPLE_PASSWORD})[0] == 200
+        modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in instance.iterdir()}
+    finally:
+        app.stop()
+    assert stat.S_IMODE(instance.stat().st_mode) == 0o700
+    expected = {"settings.db", "settings.db-wal", "settings.db-shm", "settings.db.write-lock", "secret_key"}
+    assert expected <= set(modes), modes
+    assert {name: mode for name, mode in modes.items() if mode != 0o600} == {}
