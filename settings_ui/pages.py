@@ -36,27 +36,25 @@ def _submitted_version(form: Any) -> set[int]:
     return set() if version is None else {version}  # a tampered version matches nothing
 
 
-PageState = tuple[Settings, str | None, list[service.Event]]
-
-
 def _render(
     form: SettingsForm | None = None,
     status: int = 200,
     problem: str | None = None,
     report: Any = None,
     *,
-    state: PageState | None = None,
+    state: service.PageState | None = None,
     csrf_token: Callable[[], str] = generate_csrf,
 ) -> tuple[str, int]:
     """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
-    settings, password_problem, events = state or service.page_state(events=10)
+    state = state or service.page_state(events=10)
     return render_template(
         "settings.html",
-        form=form or SettingsForm(formdata=None, data=_form_data(settings)),
-        settings=settings,
+        form=form or SettingsForm(formdata=None, data=_form_data(state.settings)),
+        settings=state.settings,
         problem=problem,
-        password_problem=password_problem,
-        events=events,
+        password_problem=state.password_problem,
+        events=state.changes,
+        sign_ins=state.sign_ins,
         report=report,
         last_test=session.get("last_test"),
         conventional_ports=rules.CONVENTIONAL_PORTS,
@@ -112,11 +110,10 @@ def _stored_page() -> str:
     if "_flashes" in session:
         return _render()[0]
     state = service.page_state(events=10)
-    settings, password_problem, events = state
     contents = json.dumps(
         {name: value for name, value in session.items() if name != "csrf_token"}, sort_keys=True, default=repr
     )
-    key = (request.script_root, contents, settings, password_problem, tuple(events))
+    key = (request.script_root, contents, state)
     page = current_app.extensions["settings_ui.pages"].get(
         key, lambda: _render(state=state, csrf_token=lambda: _CSRF_SLOT)[0]
     )

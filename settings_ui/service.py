@@ -9,6 +9,7 @@ their values; the row's version is the ETag that If-Match and the page's form ch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import math
 import threading
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, not_, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import crypto, mailer, rules
@@ -61,7 +62,13 @@ _UPDATE_ROW = Prepared(
     _STORED_COLUMNS,
 )
 _INSERT_EVENT = Prepared(insert(_EVENTS), _EVENT_COLUMNS)
-_RECENT_EVENTS = Prepared(select(_EVENTS).order_by(_EVENTS.c.id.desc()).limit(bindparam("limit")))
+SIGN_IN_ACTIONS = ("signed in", "signed out", "sign-in failed", "API sign-in failed")
+"""Audit actions about who got in, shown apart from the settings' own history."""
+_IS_SIGN_IN = or_(*(_EVENTS.c.action == action for action in SIGN_IN_ACTIONS))
+_RECENT_CHANGES = Prepared(
+    select(_EVENTS).where(not_(_IS_SIGN_IN)).order_by(_EVENTS.c.id.desc()).limit(bindparam("limit"))
+)
+_RECENT_SIGN_INS = Prepared(select(_EVENTS).where(_IS_SIGN_IN).order_by(_EVENTS.c.id.desc()).limit(bindparam("limit")))
 _WRITE_LOCK = threading.Lock()
 _TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", str: "a string"}
 
@@ -86,6 +93,8 @@ class Event:
     address: str
     action: str
     detail: str
+    count: int = 1
+    """How many such events in a row this one stands for (repeated failed sign-ins are folded)."""
 
 
 class SettingsError(Exception):
@@ -437,14 +446,28 @@ def record_event(action: str, actor: Actor, detail: str = "") -> None:
 
 
 def recent_events(limit: int = 10) -> list[Event]:
-    """The newest audit events, newest first."""
+    """The newest changes of the settings and test emails, newest first (no sign-ins)."""
     with driver_connection(db.engine) as connection:
-        return _read_events(connection, limit)
+        return _read_events(connection, _RECENT_CHANGES, limit)
 
 
-def _read_events(connection: DriverConnection, limit: int) -> list[Event]:
-    rows = _RECENT_EVENTS.rows(connection, {"limit": limit})
+def _read_events(connection: DriverConnection, query: Prepared, limit: int) -> list[Event]:
+    rows = query.rows(connection, {"limit": limit})
     return [Event(_as_utc(r["at"]), r["actor"], r["address"], r["action"], r["detail"]) for r in rows]
+
+
+def _folded_sign_ins(connection: DriverConnection, limit: int) -> list[Event]:
+    """The newest ``limit`` sign-in events, each run of the same event from the same address as one."""
+    folded: list[Event] = []
+    for event in _read_events(connection, _RECENT_SIGN_INS, 20 * limit):
+        last = folded[-1] if folded else None
+        if last and (last.action, last.actor, last.address) == (event.action, event.actor, event.address):
+            folded[-1] = dataclasses.replace(last, count=last.count + 1)
+        elif len(folded) == limit:
+            break
+        else:
+            folded.append(event)
+    return folded
 
 
 def _add_event(connection: DriverConnection, action: str, actor: Actor, detail: str, at: datetime) -> None:
@@ -489,13 +512,25 @@ def _settings_from(values: Mapping[str, Any]) -> Settings:
     )
 
 
-def page_state(events: int = 10) -> tuple[Settings, str | None, list[Event]]:
-    """What the settings page shows, read on one connection: the stored settings,
-    :func:`stored_password_problem`'s answer and the newest ``events``."""
+@dataclass(frozen=True)
+class PageState:
+    """What the settings page shows, read on one connection."""
+
+    settings: Settings
+    password_problem: str | None
+    """:func:`stored_password_problem`'s answer."""
+    changes: tuple[Event, ...]
+    sign_ins: tuple[Event, ...]
+
+
+def page_state(events: int = 10) -> PageState:
+    """The stored settings, whether the password can be used, and the newest ``events``
+    changes and (folded) sign-ins."""
     with driver_connection(db.engine) as connection:
         row = _read_row(connection)
-        recent = _read_events(connection, events)
-    return _settings_from(row), _password_problem(row["password_encrypted"]), recent
+        changes = _read_events(connection, _RECENT_CHANGES, events)
+        sign_ins = _folded_sign_ins(connection, events)
+    return PageState(_settings_from(row), _password_problem(row["password_encrypted"]), tuple(changes), tuple(sign_ins))
 
 
 def stored_password_problem() -> str | None:

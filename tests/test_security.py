@@ -383,16 +383,41 @@ def test_changes_are_recorded_with_actor_address_and_fields(admin_app: Flask, ad
     html = page.get_data(as_text=True)
     assert EXAMPLE_PASSWORD not in html
     soup = BeautifulSoup(html, "html.parser")
-    rows = [
-        r.get_text(" ", strip=True) for r in soup.find(id="history-title").find_parent("section").find_all("tr")[1:]
-    ]
-    assert "signed in" in rows[0]
-    assert "sign-in failed" in rows[1]
-    assert "settings cleared" in rows[2] and "password removed" in rows[2]
-    assert "admin (198.51.100.7)" in rows[3]
-    assert "smtp_port: 587 → 2525" in rows[3] and "password changed" in rows[3]
-    assert "password set" in rows[4]
+    rows = table_rows(soup, "history-title")
+    assert "settings cleared" in rows[0] and "password removed" in rows[0]
+    assert "admin (198.51.100.7)" in rows[1]
+    assert "smtp_port: 587 → 2525" in rows[1] and "password changed" in rows[1]
+    assert "password set" in rows[2]
+    assert len(rows) == 3
+    sign_ins = table_rows(soup, "sign-ins-title")
+    assert "signed in" in sign_ins[0]
+    assert "sign-in failed" in sign_ins[1]
     assert "Last changed by admin" in soup.get_text(" ", strip=True)
+
+
+def table_rows(soup: BeautifulSoup, title_id: str) -> list[str]:
+    """The text of each body row of the table under the heading ``title_id``."""
+    section = soup.find(id=title_id).find_parent("section")
+    return [row.get_text(" ", strip=True) for row in section.find_all("tr")[1:]]
+
+
+def test_failed_sign_ins_never_push_the_changes_off_the_page(admin_app: Flask, admin_client: FlaskClient) -> None:
+    call(admin_client, "edit", COMPLETE | {"username": "u", "password": EXAMPLE_PASSWORD}, headers=GOOD)
+    for attempt in range(12):
+        # From one address, then another: each run of failures is one row with its count.
+        headers = {"Authorization": "Basic " + base64.b64encode(b"admin:wrong").decode()}
+        address = "198.51.100.7" if attempt < 9 else "203.0.113.9"
+        call(admin_client, "show", headers=headers, environ_base={"REMOTE_ADDR": address})
+        admin_app.extensions["settings_ui.auth"]["throttle"].succeeded(address)  # not slowed down here
+    login(admin_client)
+    soup = BeautifulSoup(admin_client.get("/").get_data(as_text=True), "html.parser")
+    changes = table_rows(soup, "history-title")
+    assert len(changes) == 1 and "settings edited" in changes[0] and "password set" in changes[0]
+    sign_ins = table_rows(soup, "sign-ins-title")
+    assert "signed in" in sign_ins[0]
+    assert "(203.0.113.9)" in sign_ins[1] and "API sign-in failed × 3" in sign_ins[1]
+    assert "(198.51.100.7)" in sign_ins[2] and "API sign-in failed × 9" in sign_ins[2]
+    assert len(sign_ins) == 3
 
 
 def test_the_page_shows_only_the_last_ten_events(client: FlaskClient, configured: dict[str, Any]) -> None:
