@@ -14,10 +14,10 @@ worker_class = "gthread"
 timeout = int(os.environ.get("SETTINGS_UI_SMTP_TIMEOUT", "10")) + 20
 graceful_timeout = 30
 keepalive = 5
-# The access log has the request line, never a body (gunicorn does not log bodies);
-# %(u)s is the Basic user name, never its password.
+# The access log has the request line, never a body (gunicorn does not log bodies), and no
+# Basic user name either: a password typed into the user name box would land there in clear.
 accesslog = "-"
-access_log_format = '%(h)s - %(u)s [%(t)s] "%(r)s" %(s)s %(b)s %(M)sms'
+access_log_format = '%(h)s [%(t)s] "%(r)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
 # Each worker opens its own database connections; migrations run under a lock in each.
 preload_app = False

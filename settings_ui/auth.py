@@ -298,8 +298,10 @@ def init_app(app: Flask) -> None:
     app.before_request(_guard)
     app.register_blueprint(bp)
     if not admin_configured(app):
+        # Whatever serves the app (python app.py, flask run, gunicorn) and wherever it listens.
         app.logger.warning(
-            "No admin account is configured: serving loopback clients only. "
-            "Set ADMIN_USERNAME and ADMIN_PASSWORD_HASH (see `flask --app app hash-password`) "
-            "to serve the network."
+            "No admin account is configured: only clients on this machine (loopback) are served, "
+            "under the names localhost, 127.0.0.1 and [::1]; any other client gets 403, whatever address "
+            "the server listens on. Set ADMIN_USERNAME and ADMIN_PASSWORD_HASH (see `flask --app app "
+            "hash-password`) to serve the network."
         )

@@ -74,3 +74,43 @@ def app_processes(count: int, instance: Path, env: dict[str, str] | None = None)
     finally:
         for process in started:
             process.stop()
+
+
+class GunicornProcess:
+    """The app as production serves it: `gunicorn app:app` with the project's gunicorn.conf.py."""
+
+    def __init__(self, instance: Path, env: dict[str, str] | None = None, *args: str, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = instance.parent / f"gunicorn-{self.port}.log"
+        environment = {k: v for k, v in os.environ.items() if not k.startswith(("SETTINGS_UI_", "GUNICORN_"))}
+        environment.update({"SETTINGS_UI_INSTANCE_PATH": str(instance), **(env or {})})
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}"]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [*command, *args, "app:app"], cwd=PROJECT, env=environment, stdout=log, stderr=subprocess.STDOUT
+            )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not answer within {timeout} s: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
 from sqlalchemy import text
+from werkzeug.security import generate_password_hash
 
 from settings_ui import crypto
 from settings_ui.extensions import db
 
 from .conftest import make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD, call, post_json
-from .processes import PROJECT
+from .processes import PROJECT, GunicornProcess
 from .smtp_servers import free_port, smtp_server
 
 COMPLETE = {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "noreply@example.com"}
@@ -89,30 +90,9 @@ def test_gunicorn_config_outlasts_a_test_email() -> None:
 
 
 def test_gunicorn_serves_the_app_and_logs_no_secret(tmp_path: Path) -> None:
-    port = free_port()
-    log = tmp_path / "gunicorn.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
-    env["SETTINGS_UI_INSTANCE_PATH"] = str(tmp_path / "instance")
-    with open(log, "wb") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "app:app"],
-            cwd=PROJECT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    server = GunicornProcess(tmp_path / "instance")
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-                    assert json.loads(response.read())["status"] == "ok"
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()
-                assert server.poll() is None, log.read_text()
-                time.sleep(0.1)
+        url = server.url
         params = COMPLETE | {"username": "mailer", "password": EXAMPLE_PASSWORD}
         assert post_json(f"{url}/email-settings/edit", {"params": params})[0] == 200
         assert (
@@ -120,11 +100,61 @@ def test_gunicorn_serves_the_app_and_logs_no_secret(tmp_path: Path) -> None:
             == 400
         )
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-    output_text = log.read_text()
+        server.stop()
+    output_text = server.log.read_text()
     assert 'POST /email-settings/edit HTTP/1.1" 200' in output_text
     assert EXAMPLE_PASSWORD not in output_text
+    # Started without an admin, it says what protects it.
+    assert "only clients on this machine (loopback) are served" in output_text
+
+
+def test_a_password_typed_as_the_basic_user_name_stays_out_of_the_access_log(tmp_path: Path) -> None:
+    admin = {"SETTINGS_UI_ADMIN_USERNAME": "admin", "SETTINGS_UI_ADMIN_PASSWORD_HASH": generate_password_hash("pw")}
+    server = GunicornProcess(tmp_path / "instance", admin)
+    try:
+        mistaken = base64.b64encode(f"{EXAMPLE_PASSWORD}:".encode()).decode()
+        status, _ = post_json(
+            f"{server.url}/email-settings/show", {"params": {}}, {"Authorization": f"Basic {mistaken}"}
+        )
+        assert status == 401
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert 'POST /email-settings/show HTTP/1.1" 401' in log
+    assert EXAMPLE_PASSWORD not in log
+
+
+def test_flask_run_says_what_protects_it_without_an_admin(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
+    env["SETTINGS_UI_INSTANCE_PATH"] = str(tmp_path / "instance")
+    port = free_port()
+    log = tmp_path / "flask-run.log"
+    with open(log, "wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "app", "run", "--port", str(port)],
+            cwd=PROJECT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while post_json_or_none(f"http://127.0.0.1:{port}/email-settings/show") is None:
+            assert time.monotonic() < deadline and server.poll() is None, log.read_text()
+            time.sleep(0.1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    text_out = log.read_text()
+    assert "only clients on this machine (loopback) are served" in text_out
+    assert "any other client gets 403" in text_out
+
+
+def post_json_or_none(url: str) -> int | None:
+    try:
+        return post_json(url, {"params": {}}, timeout=2)[0]
+    except OSError:
+        return None
 
 
 PASSPHRASE = "moving day, late 2026"

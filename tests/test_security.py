@@ -231,7 +231,7 @@ def test_serving_the_network_without_an_admin_refuses_to_start(
 def test_startup_without_an_admin_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         _dispose(make_app(tmp_path))
-    assert "loopback clients only" in caplog.text
+    assert "only clients on this machine (loopback) are served" in caplog.text
 
 
 # --- The password encrypted at rest -------------------------------------------------------
