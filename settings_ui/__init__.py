@@ -19,6 +19,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULTS: dict[str, Any] = {
     "SMTP_TIMEOUT": 10,
+    "MAX_CONCURRENT_TESTS": 2,  # test emails running at once per process; more get 429
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "SQLITE_BUSY_TIMEOUT_MS": 15_000,
     "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session, so a form left open still saves
@@ -68,6 +69,7 @@ def create_app(
     auth.init_app(app)  # before CSRF, so an unauthorised client learns nothing else first
     csrf.init_app(app)
     crypto.install(app)
+    service.init_app(app)
     commands.init_app(app)
 
     app.register_blueprint(pages.bp)

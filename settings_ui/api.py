@@ -53,6 +53,9 @@ def _settings_error(error: SettingsError) -> Response:
     current = getattr(error, "current", None)
     if current is not None:
         response.set_etag(current.etag)
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 

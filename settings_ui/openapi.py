@@ -95,7 +95,10 @@ def _responses(success: dict[str, Any], *, conditional: bool = False) -> dict[st
         "403": _error("no admin account is configured and the client is not on this machine"),
         "405": _error("not POST"),
         "413": _error("the request body is too large"),
-        "429": _error("too many failed sign-ins from this address", {"Retry-After": {"schema": {"type": "string"}}}),
+        "429": _error(
+            "too many failed sign-ins from this address, or (test) too many test emails running at once",
+            {"Retry-After": {"schema": {"type": "string"}}},
+        ),
         "500": _error("unexpected server error (details in the server log, never in the response)"),
     }
     if conditional:

@@ -170,7 +170,7 @@ def send_test_email() -> tuple[str, int]:
     except TestEmailFailed as failure:
         report = failure.report
     except SettingsError as error:
-        return _render(form, 400, _show_field_errors(form, error, NOT_TESTED))
+        return _render(form, error.status, _show_field_errors(form, error, NOT_TESTED))
     session["last_test_to"] = to
     session["last_test"] = {
         "sent": report.sent,

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import Engine, bindparam, insert, not_, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -139,6 +139,21 @@ class TestEmailFailed(SettingsError):
         self.report = report
         self.details = {"steps": report.step_dicts(), "elapsed_ms": report.elapsed_ms}
         super().__init__(message=report.message)
+
+
+class TooManyTestsError(SettingsError):
+    """As many test emails as allowed are running in this process: this one was not started."""
+
+    status = 429
+
+    def __init__(self, retry_after: int):
+        self.retry_after = retry_after
+        super().__init__(
+            message=(
+                "Other test emails are running right now, so this one was not started (each may take up to "
+                f"SMTP_TIMEOUT). Try again in {retry_after} seconds."
+            )
+        )
 
 
 class BusySettingsError(SettingsError):
@@ -492,6 +507,10 @@ def _read_row(connection: DriverConnection) -> Row:
     return rows[0]
 
 
+def init_app(app: Flask) -> None:
+    app.extensions["settings_ui.running_tests"] = threading.BoundedSemaphore(int(app.config["MAX_CONCURRENT_TESTS"]))
+
+
 def ensure_row() -> None:
     """Create the single settings row if it is missing (a new database)."""
     try:
@@ -577,9 +596,17 @@ def send_test_email(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> mail
         raise SettingsError({"settings": f"must be an object of edit parameters, not {_json_type_name(draft)}"})
     target = resolve_target(draft)
     config = current_app.config
-    report = mailer.send_test_email(
-        target, to, timeout=float(config["SMTP_TIMEOUT"]), ca_file=config.get("SMTP_CA_FILE") or None
-    )
+    running: threading.BoundedSemaphore = current_app.extensions["settings_ui.running_tests"]
+    # A test may wait SMTP_TIMEOUT on a silent server: past a few at once, the rest would hold
+    # every worker thread, and the page and API would stop answering.
+    if not running.acquire(blocking=False):
+        raise TooManyTestsError(retry_after=math.ceil(float(config["SMTP_TIMEOUT"])))
+    try:
+        report = mailer.send_test_email(
+            target, to, timeout=float(config["SMTP_TIMEOUT"]), ca_file=config.get("SMTP_CA_FILE") or None
+        )
+    finally:
+        running.release()
     where = f"to {to} via {target.smtp_host}:{target.smtp_port} ({target.encryption})"
     if report.sent:
         record_event("test email sent", actor, where)

@@ -19,7 +19,8 @@ from flask.testing import FlaskClient
 from settings_ui.extensions import db
 
 from .conftest import LiveServer, make_app, stored_row
-from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page, post_json
+from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page, post_json, post_json_with_headers
+from .processes import GunicornProcess
 from .smtp_servers import (
     Authenticator,
     RecordingHandler,
@@ -518,3 +519,39 @@ def test_a_server_reply_with_terminal_escapes_is_shown_escaped(app: Flask, clien
     assert "\x1b" not in error["steps"][-1]["detail"] and "\x07" not in error["message"]
     assert cli.exit_code != 0
     assert "\\x1b]0;owned" in cli.output and "\x1b" not in cli.output and "\x07" not in cli.output
+
+
+def test_concurrent_tests_past_the_limit_get_429_and_the_server_keeps_answering(tmp_path: Path) -> None:
+    """Twenty tests against a silent server, on gunicorn as production runs it (one worker)."""
+    timeout = 4
+    env = {"SETTINGS_UI_SMTP_TIMEOUT": str(timeout), "GUNICORN_WORKERS": "1"}
+    with silent_server() as port:
+        server = GunicornProcess(tmp_path / "instance", env)
+        try:
+            settings = {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "Plain", "from_email": SENDER}
+            outcomes: list[tuple[int, float, Any]] = []
+
+            def one_test() -> None:
+                started = time.monotonic()
+                status, _, headers = post_json_with_headers(
+                    f"{server.url}/email-settings/test", {"params": {"to": RECIPIENT, "settings": settings}}
+                )
+                outcomes.append((status, time.monotonic() - started, headers.get("Retry-After")))
+
+            threads = [threading.Thread(target=one_test) for _ in range(20)]
+            for thread in threads:
+                thread.start()
+            time.sleep(0.5)  # the tests are in flight
+            started = time.monotonic()
+            assert post_json(f"{server.url}/email-settings/show", {"params": {}})[0] == 200
+            show_took = time.monotonic() - started
+            for thread in threads:
+                thread.join(timeout=60)
+        finally:
+            server.stop()
+    statuses = sorted(status for status, _, _ in outcomes)
+    assert len(outcomes) == 20
+    assert statuses.count(400) == 2 and statuses.count(429) == 18  # the two allowed ones time out
+    assert all(retry == str(timeout) for status, _, retry in outcomes if status == 429)
+    assert max(took for _, took, _ in outcomes) < timeout + 1
+    assert show_took < timeout / 2  # it did not wait for a test to end
