@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "SQLITE_BUSY_TIMEOUT_MS": 15_000,
     "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session, so a form left open still saves
     "PERMANENT_SESSION_LIFETIME": 30 * 60,  # idle seconds before a signed-in admin must sign in again
+    "SESSION_ABSOLUTE_LIFETIME": 12 * 3600,  # seconds after sign-in when a session ends, however busy
     "SESSION_COOKIE_NAME": "settings_ui_session",
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_HTTPONLY": True,

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from flask import (
 )
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import Forbidden, TooManyRequests, Unauthorized
 from werkzeug.security import check_password_hash
 from werkzeug.wrappers import Response
@@ -37,9 +40,14 @@ from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import InputRequired
 
 from . import service
+from .extensions import db
+from .models import AdminSession, LoginFailure
 from .service import Actor
 
 bp = Blueprint("auth", __name__)
+_FAILURES = LoginFailure.__table__
+_SESSIONS = AdminSession.__table__
+_SESSION_KEY = "admin_session"
 login_manager = LoginManager()
 
 # Endpoints anyone allowed to reach the server may use without signing in.
@@ -74,48 +82,99 @@ def is_loopback(address: str | None) -> bool:
 
 
 class LoginThrottle:
-    """Slows down repeated failed sign-ins from one address: each failure past the
-    first few doubles the wait before the next attempt is even checked."""
+    """Slows down repeated failed sign-ins from one address, for every process of the app
+    (the count is in the database): past the first few failures, each one doubles the wait
+    before the next attempt is even checked.
 
-    def __init__(self, free_failures: int = 3, base_seconds: float = 1.0, max_seconds: float = 300.0):
+    An attempt is counted before its password is checked and the count is reset when it
+    was right, with a compare-and-set on the count: of parallel attempts from one address,
+    only those that find the count as they read it are checked; the rest are refused.
+    """
+
+    def __init__(
+        self,
+        free_failures: int = 3,
+        base_seconds: float = 1.0,
+        max_seconds: float = 300.0,
+        max_addresses: int = 10_000,
+        forget_after: float = 24 * 3600,
+    ):
         self.free_failures = free_failures
         self.base_seconds = base_seconds
         self.max_seconds = max_seconds
-        self._failures: dict[str, tuple[int, float]] = {}
-        self._lock = threading.Lock()
+        self.max_addresses = max_addresses
+        self.forget_after = forget_after
 
-    def wait_seconds(self, address: str) -> float:
-        """How long ``address`` must still wait before its next attempt (0: go ahead)."""
-        with self._lock:
-            count, last = self._failures.get(address, (0, 0.0))
-        if count < self.free_failures:
-            return 0.0
-        delay = min(self.base_seconds * 2 ** (count - self.free_failures), self.max_seconds)
-        return max(0.0, last + delay - time.monotonic())
+    def state(self, address: str) -> tuple[int, float]:
+        """The failures counted against ``address``, and how long it must still wait (0: go ahead)."""
+        with db.engine.connect() as connection:
+            row = connection.execute(
+                select(_FAILURES.c.failures, _FAILURES.c.last_at).where(_FAILURES.c.address == address)
+            ).first()
+        if row is None:
+            return 0, 0.0
+        delay = 0.0
+        if row.failures >= self.free_failures:
+            delay = min(self.base_seconds * 2 ** (row.failures - self.free_failures), self.max_seconds)
+        return row.failures, max(0.0, row.last_at + delay - time.time())
 
-    def failed(self, address: str) -> None:
-        with self._lock:
-            if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
-                self._failures.clear()
-            count, _ = self._failures.get(address, (0, 0.0))
-            self._failures[address] = (count + 1, time.monotonic())
+    def reserve(self, address: str, failures: int) -> bool:
+        """Count one more attempt for ``address``, which had ``failures``; False when another
+        attempt from it was counted in between (that one is checked, this one is not)."""
+        now = time.time()
+        try:
+            with db.engine.begin() as connection:
+                if failures == 0:  # no row: a reset deletes it
+                    connection.execute(insert(_FAILURES).values(address=address, failures=1, last_at=now))
+                    self._forget_old(connection, now)
+                    return True
+                counted = connection.execute(
+                    update(_FAILURES)
+                    .where(_FAILURES.c.address == address, _FAILURES.c.failures == failures)
+                    .values(failures=failures + 1, last_at=now)
+                )
+                return counted.rowcount == 1
+        except IntegrityError:  # another attempt from this address inserted first
+            return False
 
-    def succeeded(self, address: str) -> None:
-        with self._lock:
-            self._failures.pop(address, None)
+    def reset(self, address: str) -> None:
+        with db.engine.begin() as connection:
+            connection.execute(delete(_FAILURES).where(_FAILURES.c.address == address))
+
+    def _forget_old(self, connection: Connection, now: float) -> None:
+        # Bounded under a spray of addresses: the oldest go first, not everyone's count at once.
+        connection.execute(delete(_FAILURES).where(_FAILURES.c.last_at < now - self.forget_after))
+        newest = select(_FAILURES.c.address).order_by(_FAILURES.c.last_at.desc()).offset(self.max_addresses)
+        connection.execute(delete(_FAILURES).where(_FAILURES.c.address.in_(newest.scalar_subquery())))
 
 
 class Credentials:
     """Checks the admin's user name and password, in constant time.
 
-    A password hash is slow on purpose, so a verified pair is remembered as a keyed
-    digest (never the password itself): API clients sending Basic credentials with
-    every call pay for the hash once.
+    A password hash is slow and memory-hungry on purpose (scrypt: 32 MiB each), so at
+    most ``parallel_checks`` run at once per process, and a verified pair is remembered
+    as a keyed digest (never the password itself): API clients sending Basic credentials
+    with every call pay for the hash once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, parallel_checks: int = 2) -> None:
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
+        self._checking = threading.BoundedSemaphore(parallel_checks)
+
+    def _digest(self, username: str, password: str) -> bytes:
+        password_hash = str(current_app.config.get("ADMIN_PASSWORD_HASH") or "")
+        return hmac.new(
+            (current_app.secret_key or "").encode() + password_hash.encode(),
+            f"{username}\0{password}".encode(),
+            hashlib.sha256,
+        ).digest()
+
+    def remembered(self, username: str, password: str) -> bool:
+        """Whether this pair was verified before (under the current hash): no hash to compute."""
+        digest = self._digest(username, password)
+        with self._lock:
+            return digest in self._verified
 
     def check(self, username: str, password: str) -> bool:
         config = current_app.config
@@ -123,22 +182,15 @@ class Credentials:
         password_hash = str(config.get("ADMIN_PASSWORD_HASH") or "")
         if not expected_user or not password_hash:
             return False
-        digest = hmac.new(
-            (current_app.secret_key or "").encode() + password_hash.encode(),
-            f"{username}\0{password}".encode(),
-            hashlib.sha256,
-        ).digest()
-        with self._lock:
-            if digest in self._verified:
-                return True
         # Both checks always run, so a wrong user name takes as long as a wrong password.
         user_ok = hmac.compare_digest(username.encode(), expected_user.encode())
-        password_ok = _check_hash(password_hash, password)
+        with self._checking:
+            password_ok = _check_hash(password_hash, password)
         if user_ok and password_ok:
             with self._lock:
                 if len(self._verified) > 64:
                     self._verified.clear()
-                self._verified.add(digest)
+                self._verified.add(self._digest(username, password))
             return True
         return False
 
@@ -206,7 +258,6 @@ def _guard() -> Response | None:
         auth = request.authorization
         if auth is None or auth.type != "basic":
             raise Unauthorized("Credentials are missing: send HTTP Basic credentials of the admin account.")
-        _refuse_while_throttled(address)
         if not _sign_in_accepted(auth.username or "", auth.password or "", address, "API sign-in failed"):
             raise Unauthorized("The credentials are wrong.")
         g.actor = Actor(auth.username or "", address)
@@ -214,20 +265,25 @@ def _guard() -> Response | None:
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
 
-def _refuse_while_throttled(address: str) -> None:
-    """Raise 429 while ``address`` must still wait after failed sign-ins: not even checked."""
-    wait = _state()["throttle"].wait_seconds(address)
+def _sign_in_accepted(username: str, password: str, address: str, failure: str) -> bool:
+    """Check one sign-in attempt from ``address``; record a failure as ``failure``.
+
+    Raises 429 while ``address`` must wait after failed sign-ins: then nothing is checked.
+    """
+    throttle: LoginThrottle = _state()["throttle"]
+    credentials: Credentials = _state()["credentials"]
+    failures, wait = throttle.state(address)
     if wait:
         raise _too_many(wait)
-
-
-def _sign_in_accepted(username: str, password: str, address: str, failure: str) -> bool:
-    """Check one sign-in attempt; count a failure against ``address`` and record it as ``failure``."""
-    throttle: LoginThrottle = _state()["throttle"]
-    if _state()["credentials"].check(username, password):
-        throttle.succeeded(address)
+    if credentials.remembered(username, password):
+        if failures:
+            throttle.reset(address)
         return True
-    throttle.failed(address)
+    if not throttle.reserve(address, failures):
+        raise _too_many(throttle.base_seconds)
+    if credentials.check(username, password):
+        throttle.reset(address)
+        return True
     service.record_event(failure, Actor(_named_user(username), address))
     return False
 
@@ -246,12 +302,62 @@ def _too_many(wait: float) -> TooManyRequests:
     )
 
 
+# --- Admin sessions, on the server ------------------------------------------------------------
+# The signed cookie alone would outlive a logout (a copied cookie stays valid) and a new
+# admin password; so it carries a token, and only a token with its row here signs anyone in.
+
+
+def _session_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _password_fingerprint() -> str:
+    return hashlib.sha256(str(current_app.config["ADMIN_PASSWORD_HASH"]).encode()).hexdigest()
+
+
+def _start_admin_session() -> None:
+    token = secrets.token_urlsafe(32)
+    now = time.time()
+    with db.engine.begin() as connection:
+        ended = now - float(current_app.config["SESSION_ABSOLUTE_LIFETIME"])
+        connection.execute(delete(_SESSIONS).where(_SESSIONS.c.created_at < ended))
+        connection.execute(
+            insert(_SESSIONS).values(
+                id=_session_id(token),
+                username=str(current_app.config["ADMIN_USERNAME"]),
+                password_fingerprint=_password_fingerprint(),
+                created_at=now,
+            )
+        )
+    session[_SESSION_KEY] = token
+
+
+def _end_admin_session() -> None:
+    token = session.pop(_SESSION_KEY, None)
+    if isinstance(token, str):
+        with db.engine.begin() as connection:
+            connection.execute(delete(_SESSIONS).where(_SESSIONS.c.id == _session_id(token)))
+
+
 @login_manager.user_loader
 def _load_user(user_id: str) -> Admin | None:
+    """The admin, while this session is live: logged in, not logged out, not older than
+    ``SESSION_ABSOLUTE_LIFETIME``, and under the admin password it was opened with."""
     expected = str(current_app.config.get("ADMIN_USERNAME") or "")
-    if admin_configured() and hmac.compare_digest(user_id.encode(), expected.encode()):
-        return Admin(expected)
-    return None
+    token = session.get(_SESSION_KEY)
+    if not admin_configured() or not isinstance(token, str):
+        return None
+    if not hmac.compare_digest(user_id.encode(), expected.encode()):
+        return None
+    with db.engine.connect() as connection:
+        row = connection.execute(select(_SESSIONS).where(_SESSIONS.c.id == _session_id(token))).first()
+    live = (
+        row is not None
+        and row.username == expected
+        and hmac.compare_digest(row.password_fingerprint, _password_fingerprint())
+        and row.created_at > time.time() - float(current_app.config["SESSION_ABSOLUTE_LIFETIME"])
+    )
+    return Admin(expected) if live else None
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -263,16 +369,17 @@ def login() -> Response | tuple[str, int] | str:
         form.next.data = request.args.get("next", "")
         return render_template("login.html", form=form)
     address = request.remote_addr or ""
-    try:
-        _refuse_while_throttled(address)
-    except TooManyRequests as throttled:
-        return render_template("login.html", form=form, problem=throttled.description), 429
     if not form.validate():
         return render_template("login.html", form=form), 400
-    if not _sign_in_accepted(form.username.data, form.password.data, address, "sign-in failed"):
+    try:
+        accepted = _sign_in_accepted(form.username.data, form.password.data, address, "sign-in failed")
+    except TooManyRequests as throttled:
+        return render_template("login.html", form=form, problem=throttled.description), 429
+    if not accepted:
         return render_template("login.html", form=form, problem="The username or password is wrong."), 401
     target = _safe_next(form.next.data)
     session.clear()  # a fresh session (and CSRF token) for the signed-in admin
+    _start_admin_session()
     login_user(Admin(str(current_app.config["ADMIN_USERNAME"])))
     session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME without a request
     service.record_event("signed in", Actor(current_user.username, address))
@@ -283,6 +390,7 @@ def login() -> Response | tuple[str, int] | str:
 def logout() -> Response:
     if current_user.is_authenticated:
         service.record_event("signed out", actor())
+    _end_admin_session()
     logout_user()
     session.clear()
     return redirect(url_for("auth.login") if admin_configured() else url_for("pages.settings_page"), 303)

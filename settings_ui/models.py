@@ -1,10 +1,11 @@
-"""The database tables: one row of email settings, with a version for ETags, and the audit trail."""
+"""The database tables: one row of email settings (versioned for ETags), the audit trail,
+failed sign-ins and admin sessions."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .extensions import db
@@ -45,3 +46,35 @@ class AuditEvent(db.Model):
     address: Mapped[str] = mapped_column(String(64), default="")
     action: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class LoginFailure(db.Model):
+    """Failed sign-ins from one client address, shared by every process of the app.
+
+    ``failures`` counts an attempt before its password is checked (and is reset when it
+    was right), so parallel attempts cannot all slip past the limit.
+    """
+
+    __tablename__ = "login_failure"
+
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_at: Mapped[float] = mapped_column(Float, index=True)
+    """Seconds since the epoch: comparable across processes, unlike a monotonic clock."""
+
+
+class AdminSession(db.Model):
+    """A signed-in admin session: the cookie proves it only while this row exists.
+
+    Logging out deletes the row, so a copy of the cookie taken before stops working;
+    ``password_fingerprint`` ends every session when the admin's password changes.
+    """
+
+    __tablename__ = "admin_session"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 of the token in the cookie (a copy of the table signs nobody in)."""
+    username: Mapped[str] = mapped_column(String(255))
+    password_fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    """Seconds since the epoch, like ``LoginFailure.last_at``."""

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 FIRST_REVISION = "0001"
 """The schema that databases made before migrations existed already have."""
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 """The newest migration in ``migrations/versions`` (a test checks that it is)."""
 
 _ADVISORY_LOCK_ID = 7_420_311  # any constant shared by every process of this app

@@ -68,7 +68,8 @@ def database_url(kind: str, tmp_path: Path) -> str:
 
     engine = create_engine(url)
     with engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS audit_event, email_settings, alembic_version CASCADE"))
+        tables = "audit_event, email_settings, login_failure, admin_session, alembic_version"
+        connection.execute(text(f"DROP TABLE IF EXISTS {tables} CASCADE"))
     engine.dispose()
     return url
 

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from bs4 import BeautifulSoup
 from flask.testing import FlaskClient
+from werkzeug.security import generate_password_hash
 from werkzeug.test import TestResponse
 
 EXAMPLE_PASSWORD = "s3cret-Pa55word-never-shown"
 """A password distinctive enough that finding it anywhere in output is a real leak."""
+
+ADMIN = "admin"
+ADMIN_PASSWORD = "correct horse battery staple"
+ADMIN_HASH = generate_password_hash(ADMIN_PASSWORD)
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    """The Authorization header of HTTP Basic credentials."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
 
 PUBLIC_KEYS = {"allow_selfsigned_certs", "encryption", "from_email", "smtp_host", "smtp_port", "username"}
 

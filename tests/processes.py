@@ -8,26 +8,31 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .helpers import post_json, post_json_with_headers
+from .helpers import post_json_with_headers
 from .smtp_servers import free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-class AppProcess:
-    def __init__(self, instance: Path, env: dict[str, str] | None = None, port: int | None = None):
+class ServerProcess:
+    """A server of the app in its own process, its output in ``log``; ready once /healthz answers."""
+
+    name = "server"
+
+    def __init__(self, command: list[str], instance: Path, env: dict[str, str] | None, port: int | None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = instance.parent / f"app-{self.port}.log"
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
+        self.log = instance.parent / f"{self.name}-{self.port}.log"
+        environment = {k: v for k, v in os.environ.items() if not k.startswith(("SETTINGS_UI_", "GUNICORN_"))}
         environment.update({"SETTINGS_UI_INSTANCE_PATH": str(instance), **(env or {})})
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "app.py", "--port", str(self.port)],
+                [part.replace("{port}", str(self.port)) for part in command],
                 cwd=PROJECT,
                 env=environment,
                 stdout=log,
@@ -39,13 +44,13 @@ class AppProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"app exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                if post_json(f"{self.url}/email-settings/show", {"params": {}}, timeout=2)[0] == 200:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as answer:
+                if answer.status == 200:
                     return
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"app did not answer within {timeout} s: {self.log.read_text()[-2000:]}")
+        raise RuntimeError(f"{self.name} did not answer within {timeout} s: {self.log.read_text()[-2000:]}")
 
     def call(self, action: str, params: dict, headers: dict[str, str] | None = None) -> tuple[int, dict, Any]:
         """Status, JSON body and headers of one API call."""
@@ -59,9 +64,28 @@ class AppProcess:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class AppProcess(ServerProcess):
+    """`python app.py`, as a developer or a single-file install runs it."""
+
+    name = "app"
+
+    def __init__(self, instance: Path, env: dict[str, str] | None = None, port: int | None = None):
+        super().__init__([sys.executable, "app.py", "--port", "{port}"], instance, env, port)
+
+
+class GunicornProcess(ServerProcess):
+    """`gunicorn app:app` with the project's gunicorn.conf.py, as production serves it."""
+
+    name = "gunicorn"
+
+    def __init__(self, instance: Path, env: dict[str, str] | None = None, *args: str, port: int | None = None):
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", "127.0.0.1:{port}"]
+        super().__init__([*command, *args, "app:app"], instance, env, port)
 
 
 @contextlib.contextmanager
@@ -74,43 +98,3 @@ def app_processes(count: int, instance: Path, env: dict[str, str] | None = None)
     finally:
         for process in started:
             process.stop()
-
-
-class GunicornProcess:
-    """The app as production serves it: `gunicorn app:app` with the project's gunicorn.conf.py."""
-
-    def __init__(self, instance: Path, env: dict[str, str] | None = None, *args: str, port: int | None = None):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = instance.parent / f"gunicorn-{self.port}.log"
-        environment = {k: v for k, v in os.environ.items() if not k.startswith(("SETTINGS_UI_", "GUNICORN_"))}
-        environment.update({"SETTINGS_UI_INSTANCE_PATH": str(instance), **(env or {})})
-        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}"]
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [*command, *args, "app:app"], cwd=PROJECT, env=environment, stdout=log, stderr=subprocess.STDOUT
-            )
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 30) -> None:
-        import urllib.request
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"gunicorn did not answer within {timeout} s: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
