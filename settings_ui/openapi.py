@@ -13,13 +13,15 @@ from .service import PARAMETER_TYPES
 bp = Blueprint("openapi", __name__)
 
 _JSON_TYPES = {bool: "boolean", int: "integer", str: "string"}
-_NO_CONTROL = "^[^\\r\\n\\x00]*$"
+_NO_CONTROL = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"  # no control character (rules.check_no_control_characters)
 
 _DESCRIPTIONS = {
     "allow_selfsigned_certs": "allow self-signed or otherwise invalid server certificates",
     "encryption": "type of connection to use to SMTP server",
     "from_email": "from email address for outgoing emails (one address; stored normalized)",
-    "password": 'password to use to authenticate to SMTP server (write-only; "" removes it)',
+    "password": 'password to use to authenticate to SMTP server (write-only; "" removes it). While one is stored, an '
+    "edit that changes smtp_host, smtp_port, encryption or username, or turns allow_selfsigned_certs on, must "
+    "give it again: the stored password is only ever sent to the server it was saved for",
     "smtp_host": "host name or IP address of SMTP server",
     "smtp_port": "port number of SMTP server",
     "username": "username to use to authenticate to SMTP server",
