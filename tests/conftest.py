@@ -16,7 +16,7 @@ from settings_ui import create_app
 from settings_ui.extensions import db
 from settings_ui.models import EmailSettings
 
-from .helpers import EXAMPLE_PASSWORD
+from .helpers import CONFIGURED
 from .openapi_check import ConformingClient
 
 
@@ -112,18 +112,9 @@ def stored_row(app: Flask) -> dict[str, Any]:
 @pytest.fixture
 def configured(client: FlaskClient) -> dict[str, Any]:
     """Store a complete configuration with a password; return the parameters sent."""
-    params = {
-        "smtp_host": "smtp.example.com",
-        "smtp_port": 587,
-        "encryption": "StartTLS",
-        "from_email": "noreply@example.com",
-        "username": "mailer",
-        "password": EXAMPLE_PASSWORD,
-        "allow_selfsigned_certs": False,
-    }
-    response = client.post("/email-settings/edit", json={"params": params})
+    response = client.post("/email-settings/edit", json={"params": CONFIGURED})
     assert response.status_code == 200, response.json
-    return params
+    return dict(CONFIGURED)
 
 
 class LiveServer:

@@ -13,6 +13,17 @@ from werkzeug.test import TestResponse
 EXAMPLE_PASSWORD = "s3cret-Pa55word-never-shown"
 """A password distinctive enough that finding it anywhere in output is a real leak."""
 
+CONFIGURED = {
+    "smtp_host": "smtp.example.com",
+    "smtp_port": 587,
+    "encryption": "StartTLS",
+    "from_email": "noreply@example.com",
+    "username": "mailer",
+    "password": EXAMPLE_PASSWORD,
+    "allow_selfsigned_certs": False,
+}
+"""A complete configuration with a password (what the ``configured`` fixture stores)."""
+
 ADMIN = "admin"
 ADMIN_PASSWORD = "correct horse battery staple"
 ADMIN_HASH = generate_password_hash(ADMIN_PASSWORD)

@@ -16,19 +16,9 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from .conftest import stored_row
-from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page
+from .helpers import CONFIGURED, EXAMPLE_PASSWORD, assert_error, call, form_values, page
 from .processes import AppProcess
 from .smtp_servers import Authenticator, smtp_server
-
-STORED = {
-    "smtp_host": "smtp.example.com",
-    "smtp_port": 587,
-    "encryption": "StartTLS",
-    "from_email": "noreply@example.com",
-    "username": "mailer",
-    "password": EXAMPLE_PASSWORD,
-    "allow_selfsigned_certs": False,
-}
 
 POINTING_ELSEWHERE = [
     {"smtp_host": "evil.example.net"},
@@ -40,15 +30,9 @@ POINTING_ELSEWHERE = [
 ]
 
 
-@pytest.fixture
-def stored(client: FlaskClient) -> dict[str, Any]:
-    assert call(client, "edit", STORED).status_code == 200
-    return STORED
-
-
 @pytest.mark.parametrize("change", POINTING_ELSEWHERE, ids=lambda change: ",".join(change))
 def test_an_edit_pointing_elsewhere_without_the_password_is_refused(
-    app: Flask, client: FlaskClient, stored: dict[str, Any], change: dict[str, Any]
+    app: Flask, client: FlaskClient, configured: dict[str, Any], change: dict[str, Any]
 ) -> None:
     before = stored_row(app)
     error = assert_error(call(client, "edit", change), 400, "password", "only ever sent to the server it was saved for")
@@ -58,7 +42,7 @@ def test_an_edit_pointing_elsewhere_without_the_password_is_refused(
 
 @pytest.mark.parametrize("change", POINTING_ELSEWHERE, ids=lambda change: ",".join(change))
 def test_an_edit_pointing_elsewhere_with_a_password_is_stored(
-    app: Flask, client: FlaskClient, stored: dict[str, Any], change: dict[str, Any]
+    app: Flask, client: FlaskClient, configured: dict[str, Any], change: dict[str, Any]
 ) -> None:
     response = call(client, "edit", change | {"password": "the-new-servers-password"})
     assert response.status_code == 200, response.get_json()
@@ -66,7 +50,7 @@ def test_an_edit_pointing_elsewhere_with_a_password_is_stored(
 
 
 def test_an_edit_pointing_elsewhere_may_remove_the_password_instead(
-    app: Flask, client: FlaskClient, stored: dict[str, Any]
+    app: Flask, client: FlaskClient, configured: dict[str, Any]
 ) -> None:
     response = call(client, "edit", {"smtp_host": "relay.example.net", "username": "", "password": ""})
     assert response.status_code == 200, response.get_json()
@@ -86,7 +70,7 @@ def test_an_edit_pointing_elsewhere_may_remove_the_password_instead(
 def test_the_same_server_spelled_differently_keeps_the_password(
     app: Flask, client: FlaskClient, first: str, same: str
 ) -> None:
-    assert call(client, "edit", STORED | {"smtp_host": first}).status_code == 200
+    assert call(client, "edit", CONFIGURED | {"smtp_host": first}).status_code == 200
     before = stored_row(app)["password_encrypted"]
     response = call(client, "edit", {"smtp_host": same, "encryption": "StartTLS", "smtp_port": 587})
     assert response.status_code == 200, response.get_json()
@@ -94,7 +78,7 @@ def test_the_same_server_spelled_differently_keeps_the_password(
 
 
 def test_turning_certificate_checks_off_again_keeps_working_once_stored(
-    app: Flask, client: FlaskClient, stored: dict[str, Any]
+    app: Flask, client: FlaskClient, configured: dict[str, Any]
 ) -> None:
     call(client, "edit", {"allow_selfsigned_certs": True, "password": EXAMPLE_PASSWORD})
     # Already on: a re-save with it on is no change; turning it off is only safer.
@@ -112,7 +96,7 @@ def test_a_harvesting_server_never_sees_the_stored_password(tmp_path: Path) -> N
     ):
         app = AppProcess(tmp_path / "instance", {"SETTINGS_UI_SMTP_TIMEOUT": "3"})
         try:
-            settings = STORED | {"smtp_host": "127.0.0.1", "smtp_port": real_port, "encryption": "Plain"}
+            settings = CONFIGURED | {"smtp_host": "127.0.0.1", "smtp_port": real_port, "encryption": "Plain"}
             assert app.call("edit", settings)[0] == 200
             status, body, _ = app.call("edit", {"smtp_port": evil_port})
             assert status == 400 and "password" in body["error"]["fields"]
@@ -128,7 +112,7 @@ def test_a_harvesting_server_never_sees_the_stored_password(tmp_path: Path) -> N
 
 
 def test_the_page_refuses_a_new_host_with_the_password_left_blank(
-    app: Flask, client: FlaskClient, stored: dict[str, Any]
+    app: Flask, client: FlaskClient, configured: dict[str, Any]
 ) -> None:
     before = stored_row(app)
     values = form_values(page(client)) | {"smtp_host": "evil.example.net"}
@@ -146,7 +130,7 @@ def test_the_page_refuses_a_new_host_with_the_password_left_blank(
 
 
 def test_the_command_line_refuses_a_new_host_without_the_password(
-    app: Flask, runner: FlaskCliRunner, stored: dict[str, Any]
+    app: Flask, runner: FlaskCliRunner, configured: dict[str, Any]
 ) -> None:
     before = stored_row(app)
     result = runner.invoke(args=["email-settings", "edit", "--smtp-host", "evil.example.net"])
@@ -156,7 +140,7 @@ def test_the_command_line_refuses_a_new_host_without_the_password(
 
 
 def test_an_import_pointing_elsewhere_without_a_password_is_refused(
-    app: Flask, runner: FlaskCliRunner, stored: dict[str, Any], tmp_path: Path
+    app: Flask, runner: FlaskCliRunner, configured: dict[str, Any], tmp_path: Path
 ) -> None:
     exported = runner.invoke(args=["email-settings", "export"])
     document = json.loads(exported.output)
