@@ -1,9 +1,6 @@
-"""Alembic environment for settings-ui.
-
-Runs in two ways: from the app at start-up (``settings_ui.migrations.upgrade``), which
-hands over a connection in ``config.attributes``; and from ``flask --app app db ...``
-(Flask-Migrate), where the connection comes from the app's engine. It never
-configures logging, so the app's own logging stays as it is.
+"""Alembic environment for settings-ui, run through Flask-Migrate: at start-up
+(``settings_ui.schema.upgrade_database``) and by ``flask --app app db ...``. The connection
+comes from the app's engine. It never configures logging, so the app's own stays as it is.
 """
 
 from __future__ import annotations
@@ -18,24 +15,12 @@ target_metadata = db.metadata
 
 
 def run_migrations_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _run(connection)
-        return
-    with current_app.extensions["migrate"].db.engine.connect() as connection:
-        _run(connection)
+    migrate = current_app.extensions["migrate"]
+    with migrate.db.engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata, **migrate.configure_args)
+        with context.begin_transaction():
+            context.run_migrations()
         connection.commit()
-
-
-def _run(connection: object) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        render_as_batch=True,  # SQLite can only alter tables by copying them
-        compare_type=True,
-    )
-    with context.begin_transaction():
-        context.run_migrations()
 
 
 if context.is_offline_mode():

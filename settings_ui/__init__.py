@@ -11,7 +11,7 @@ from flask import Flask, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, auth, commands, crypto, health, openapi, pages, schema, security, service, sessions
+from . import api, auth, commands, crypto, health, openapi, pages, schema, security, service
 from .extensions import csrf, db
 from .instance_files import create_private_file, make_private_folder, read_or_create
 
@@ -50,7 +50,6 @@ def create_app(
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )
-    app.jinja_env.add_extension("jinja2.ext.do")
     app.config.from_mapping(DEFAULTS)
     app.config.from_pyfile("config.py", silent=True)
     app.config.from_prefixed_env("SETTINGS_UI")
@@ -64,8 +63,8 @@ def create_app(
             Path(app.instance_path) / "secret_key", lambda: secrets.token_urlsafe(48)
         )
 
-    sessions.init_app(app)
     db.init_app(app)
+    schema.init_app(app)
     security.init_app(app)  # first: a request for another host name or from another site runs nothing
     auth.init_app(app)  # before CSRF, so an unauthorised client learns nothing else first
     csrf.init_app(app)

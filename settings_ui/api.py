@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import service
@@ -27,10 +27,9 @@ _HTTP_MESSAGES = {
 
 
 def _envelope(body: dict[str, Any], status: int = 200) -> Response:
-    # What jsonify writes (sorted keys, ASCII, compact), without its per-call provider
-    # lookups: a measurable share of the API's most frequent calls.
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return Response(text + "\n", status, mimetype="application/json")
+    response = jsonify(body)
+    response.status_code = status
+    return response
 
 
 def error_response(status: int, message: str, **extra: Any) -> Response:

@@ -398,7 +398,6 @@ def logout() -> Response:
 
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
-    login_manager.login_view = "auth.login"
     app.extensions["settings_ui.auth"] = {
         "throttle": LoginThrottle(base_seconds=float(app.config["LOGIN_THROTTLE_SECONDS"])),
         "credentials": Credentials(),

@@ -10,11 +10,10 @@ from typing import Any
 import click
 from cryptography.fernet import Fernet
 from flask import Flask, current_app
-from flask.cli import AppGroup, ScriptInfo, with_appcontext
+from flask.cli import AppGroup, with_appcontext
 from werkzeug.security import generate_password_hash
 
-from . import crypto, schema, service
-from .extensions import db
+from . import crypto, service
 from .instance_files import write_private
 from .service import Actor, SettingsError
 
@@ -206,41 +205,7 @@ def import_command(file: Any) -> None:
         raise _fail(error) from None
 
 
-class _LazyMigrationCommands(click.Group):
-    """Flask-Migrate's commands, imported when ``flask --app app db ...`` is used.
-
-    Flask-Migrate imports Alembic, which takes longer than the rest of the app to start
-    (see schema.py); serving never needs it.
-    """
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return _flask_migrate_commands(ctx).list_commands(ctx)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        return _flask_migrate_commands(ctx).get_command(ctx, name)
-
-
-def _flask_migrate_commands(ctx: click.Context) -> click.Group:
-    from flask_migrate import Migrate
-    from flask_migrate.cli import db as commands
-
-    app = ctx.ensure_object(ScriptInfo).load_app()
-    if "migrate" not in app.extensions:
-        Migrate(app, db, directory=str(schema.MIGRATIONS_DIR))
-    return commands
-
-
-@click.group("db", cls=_LazyMigrationCommands)
-@click.option("-d", "--directory", default=None, help="Migration script directory (default: migrations/).")
-@click.option("-x", "--x-arg", multiple=True, help="Additional arguments consumed by custom env.py scripts.")
-@click.pass_context
-def migration_commands(ctx: click.Context, directory: str | None, x_arg: tuple[str, ...]) -> None:
-    """Database migrations (Flask-Migrate, Alembic)."""
-    ctx.invoke(_flask_migrate_commands(ctx).callback, directory=directory, x_arg=x_arg)  # its own set-up
-
-
 def init_app(app: Flask) -> None:
     app.cli.add_command(hash_password)
     app.cli.add_command(rotate_key)
     app.cli.add_command(email_settings)
-    app.cli.add_command(migration_commands)

@@ -46,7 +46,6 @@ def _cipher() -> MultiFernet:
 
 def install(app: Flask) -> None:
     app.extensions["settings_ui.cipher"] = MultiFernet([Fernet(k) for k in load_keys(app)])
-    app.extensions["settings_ui.decrypts"] = {}  # new keys: what decrypted before must be checked again
 
 
 def encrypt(password: str) -> str:
@@ -68,23 +67,12 @@ def decrypt(token: str) -> str:
 
 
 def decrypts(token: str) -> bool:
-    """Whether ``token`` decrypts with this server's keys.
-
-    The page asks on every view; the answer depends only on the token and the keys, so it
-    is remembered until the keys change (and only for the last few tokens).
-    """
-    known: dict[str, bool] = current_app.extensions["settings_ui.decrypts"]
-    answer = known.get(token)
-    if answer is None:
-        try:
-            decrypt(token)
-            answer = True
-        except UndecryptablePasswordError:
-            answer = False
-        if len(known) >= 16:
-            known.clear()
-        known[token] = answer
-    return answer
+    """Whether ``token`` decrypts with this server's keys."""
+    try:
+        decrypt(token)
+    except UndecryptablePasswordError:
+        return False
+    return True
 
 
 def rotate(token: str) -> str:

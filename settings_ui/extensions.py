@@ -1,5 +1,6 @@
 """Extensions, created unbound here and initialised in the application factory."""
 
+from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
@@ -11,4 +12,4 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 csrf = CSRFProtect()
-# Flask-Migrate (`flask --app app db ...`) is set up by commands.py when that command runs.
+migrate = Migrate()

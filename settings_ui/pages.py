@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import secrets
-import threading
-from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
-from flask.blueprints import BlueprintSetupState
-from flask_wtf.csrf import CSRFError, generate_csrf
-from jinja2 import Environment
+from flask import Blueprint, flash, redirect, render_template, session, url_for
+from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response
 
 from . import rules, service
@@ -41,12 +35,9 @@ def _render(
     status: int = 200,
     problem: str | None = None,
     report: Any = None,
-    *,
-    state: service.PageState | None = None,
-    csrf_token: Callable[[], str] = generate_csrf,
 ) -> tuple[str, int]:
     """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
-    state = state or service.page_state(events=10)
+    state = service.page_state(events=10)
     return render_template(
         "settings.html",
         form=form or SettingsForm(formdata=None, data=_form_data(state.settings)),
@@ -58,66 +49,7 @@ def _render(
         report=report,
         last_test=session.get("last_test"),
         conventional_ports=rules.CONVENTIONAL_PORTS,
-        csrf_token=csrf_token,
     ), status
-
-
-class PageCache:
-    """Rendered pages by key, the oldest dropped past ``size``.
-
-    Nothing is ever invalidated: a key holds exactly what its page is rendered from, so a
-    change (made by this process or another one) is a new key. With templates reloading
-    (debug), nothing is kept, so an edited template shows at once.
-    """
-
-    def __init__(self, environment: Environment, size: int = 64):
-        self._environment = environment
-        self._kept: dict[Hashable, str] = {}
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, render: Callable[[], str]) -> str:
-        if self._environment.auto_reload:
-            return render()
-        found = self._kept.get(key)
-        if found is None:
-            found = render()
-            with self._lock:
-                if len(self._kept) >= self._size:
-                    del self._kept[next(iter(self._kept))]
-                self._kept[key] = found
-        return found
-
-
-@bp.record_once
-def _set_up_cache(state: BlueprintSetupState) -> None:
-    state.app.extensions["settings_ui.pages"] = PageCache(state.app.jinja_env)
-
-
-# Stands for the CSRF token in a kept page; random, so no text a user stores can contain it.
-_CSRF_SLOT = f"csrf-slot-{secrets.token_hex(16)}"
-
-
-def _stored_page() -> str:
-    """The page as stored now, kept whole per session (as a cache varying on the cookie would).
-
-    Every view reads the settings and the audit trail; the page rendered from them is kept
-    under exactly what it is rendered from: those values, the session's contents (who is
-    signed in, the last test) and the path the app is mounted under. Only the CSRF token
-    differs per request: the kept page holds a slot for it. A session with a one-time
-    message (after a save) is rendered and not kept.
-    """
-    if "_flashes" in session:
-        return _render()[0]
-    state = service.page_state(events=10)
-    contents = json.dumps(
-        {name: value for name, value in session.items() if name != "csrf_token"}, sort_keys=True, default=repr
-    )
-    key = (request.script_root, contents, state)
-    page = current_app.extensions["settings_ui.pages"].get(
-        key, lambda: _render(state=state, csrf_token=lambda: _CSRF_SLOT)[0]
-    )
-    return page.replace(_CSRF_SLOT, generate_csrf())
 
 
 NOT_SAVED = "The settings were not saved: correct the fields marked below."
@@ -139,8 +71,8 @@ def _show_field_errors(form: SettingsForm, error: SettingsError, problem: str) -
 
 
 @bp.get("/")
-def settings_page() -> str:
-    return _stored_page()
+def settings_page() -> tuple[str, int]:
+    return _render()
 
 
 @bp.post("/")

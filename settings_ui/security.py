@@ -2,19 +2,16 @@
 
 Only the names in ``TRUSTED_HOSTS`` are served, so a web page that rebinds its own name
 to this machine reaches nothing; API calls a browser marks as cross-site are refused.
-Response headers keep the page and the API from being framed, sniffed or cached; they
-are added by a small WSGI middleware rather than an ``after_request`` hook, so that they
-are on every response, error pages included.
+Response headers keep the page and the API from being framed, sniffed or cached.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable
-from typing import Any
+from collections.abc import Collection
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import BadRequest, Forbidden
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -40,24 +37,16 @@ _NOT_STORED = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 _HTTPS_ONLY = [("Strict-Transport-Security", "max-age=31536000")]
 
 
-class SecureHeaders:
-    def __init__(self, app: Callable[..., Iterable[bytes]], static_prefix: str):
-        self.app = app
-        self.static_prefix = static_prefix
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        extra = list(_ALWAYS)
-        if not environ.get("PATH_INFO", "").startswith(self.static_prefix):
-            extra += _NOT_STORED
-        if environ.get("wsgi.url_scheme") == "https":
-            extra += _HTTPS_ONLY
-        names = {name.lower() for name, _ in extra}
-
-        def with_headers(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            kept = [(name, value) for name, value in headers if name.lower() not in names]
-            return start_response(status, kept + extra, exc_info)
-
-        return self.app(environ, with_headers)
+def _add_headers(response: Response) -> Response:
+    for name, value in _ALWAYS:
+        response.headers[name] = value
+    if request.endpoint != "static":
+        for name, value in _NOT_STORED:
+            response.headers[name] = value
+    if request.scheme == "https":
+        for name, value in _HTTPS_ONLY:
+            response.headers[name] = value
+    return response
 
 
 def host_is_trusted(host: str, trusted: Collection[str] | None) -> bool:
@@ -124,5 +113,4 @@ def init_app(app: Flask) -> None:
     app.extensions["settings_ui.trusted_hosts"] = _configured_hosts(app)
     app.config["TRUSTED_HOSTS"] = None
     app.before_request(_refuse_untrusted_requests)
-    # Inside any ProxyFix added later, so that it sees the scheme the proxy reports.
-    app.wsgi_app = SecureHeaders(app.wsgi_app, f"{app.static_url_path}/")  # type: ignore[method-assign]
+    app.after_request(_add_headers)
