@@ -108,11 +108,13 @@ def create_app(
 def _engine_options(config: Any) -> dict[str, Any]:
     """Connection pool and driver options for the configured database."""
     uri = str(config["SQLALCHEMY_DATABASE_URI"])
+    # A statement's values can hold the encrypted password: never in an error or a log line.
+    options: dict[str, Any] = {"hide_parameters": True}
     if ":memory:" in uri or uri in ("sqlite://", "sqlite:///"):
-        return {}
+        return options
     # More pooled connections than a worker has threads: a connection opened and closed
     # per request (the pool's overflow) costs more than the query it serves.
-    options: dict[str, Any] = {"pool_size": 16, "max_overflow": 16, "pool_pre_ping": not uri.startswith("sqlite")}
+    options.update(pool_size=16, max_overflow=16, pool_pre_ping=not uri.startswith("sqlite"))
     if uri.startswith("sqlite"):
         # The driver's busy timeout: a writer of another program waits for the lock, not fails.
         options["connect_args"] = {"timeout": config["SQLITE_BUSY_TIMEOUT_MS"] / 1000}

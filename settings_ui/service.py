@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Engine, bindparam, insert, not_, or_, select, update
+from sqlalchemy import Connection, Engine, Select, insert, not_, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import crypto, mailer, rules
 from .extensions import db
 from .instance_files import open_private
 from .models import SETTINGS_ROW_ID, AuditEvent, EmailSettings
-from .prepared import DriverConnection, Prepared, driver_connection, driver_transaction
 
 PARAMETER_TYPES: dict[str, type] = {
     "allow_selfsigned_certs": bool,
@@ -51,24 +50,14 @@ Row = dict[str, Any]
 
 _TABLE = EmailSettings.__table__
 _EVENTS = AuditEvent.__table__
-_STORED_COLUMNS = tuple(column.key for column in _TABLE.columns if column.key != "id")
-_EVENT_COLUMNS = tuple(column.key for column in _EVENTS.columns if column.key != "id")
 # Built once and compiled once per database: far cheaper per request than ORM loading
 # or even Core execution (see prepared.py).
-_SELECT_ROW = Prepared(select(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID))
-_LOCK_ROW = Prepared(select(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID).with_for_update())
-_UPDATE_ROW = Prepared(
-    update(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID, _TABLE.c.version == bindparam("read_version")),
-    _STORED_COLUMNS,
-)
-_INSERT_EVENT = Prepared(insert(_EVENTS), _EVENT_COLUMNS)
+_SELECT_ROW = select(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID)
 SIGN_IN_ACTIONS = ("signed in", "signed out", "sign-in failed", "API sign-in failed")
 """Audit actions about who got in, shown apart from the settings' own history."""
 _IS_SIGN_IN = or_(*(_EVENTS.c.action == action for action in SIGN_IN_ACTIONS))
-_RECENT_CHANGES = Prepared(
-    select(_EVENTS).where(not_(_IS_SIGN_IN)).order_by(_EVENTS.c.id.desc()).limit(bindparam("limit"))
-)
-_RECENT_SIGN_INS = Prepared(select(_EVENTS).where(_IS_SIGN_IN).order_by(_EVENTS.c.id.desc()).limit(bindparam("limit")))
+_RECENT_CHANGES = select(_EVENTS).where(not_(_IS_SIGN_IN)).order_by(_EVENTS.c.id.desc())
+_RECENT_SIGN_INS = select(_EVENTS).where(_IS_SIGN_IN).order_by(_EVENTS.c.id.desc())
 _WRITE_LOCK = threading.Lock()
 _TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", str: "a string"}
 
@@ -389,7 +378,7 @@ def _write(
 
 
 @contextlib.contextmanager
-def _write_transaction() -> Iterator[tuple[DriverConnection, Row]]:
+def _write_transaction() -> Iterator[tuple[Connection, Row]]:
     """One write transaction holding the settings row's lock; commits once at the end.
 
     Writers queue first on a thread lock and, with SQLite, on a file lock that the
@@ -400,10 +389,12 @@ def _write_transaction() -> Iterator[tuple[DriverConnection, Row]]:
     engine = db.engine
     with _WRITE_LOCK, _sqlite_file_lock(engine):
         try:
-            begin = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else None
-            with driver_transaction(engine, begin) as connection:  # commits once at the end
-                (row,) = _LOCK_ROW.rows(connection)
-                yield connection, row
+            with engine.connect() as connection:  # rolled back on leaving, unless committed
+                if engine.dialect.name == "sqlite":
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                row = connection.execute(_SELECT_ROW.with_for_update()).mappings().one()
+                yield connection, dict(row)
+                connection.commit()
         except OperationalError as error:
             if "locked" in str(error.orig):
                 raise BusySettingsError(
@@ -431,11 +422,11 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
 _LOCK_FILES: dict[str, Any] = {}
 
 
-def _store(connection: DriverConnection, row: Row, values: Mapping[str, Any]) -> None:
-    """Write ``values`` over ``row`` (every column: one prepared statement serves all writes)."""
-    cursor = _UPDATE_ROW.execute(connection, {**row, **values, "read_version": row["version"]})
-    updated = cursor.rowcount
-    cursor.close()
+def _store(connection: Connection, row: Row, values: Mapping[str, Any]) -> None:
+    """Write ``values`` over ``row``."""
+    updated = connection.execute(
+        update(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID, _TABLE.c.version == row["version"]).values(**values)
+    ).rowcount
     if updated != 1:  # cannot happen under the row lock; never store silently wrong
         raise RuntimeError("the settings row changed under its write lock")
 
@@ -456,22 +447,22 @@ def describe_changes(row: Row, values: Mapping[str, Any]) -> str:
 
 def record_event(action: str, actor: Actor, detail: str = "") -> None:
     """Add one event to the audit trail, in its own transaction."""
-    with driver_transaction(db.engine) as connection:
+    with db.engine.begin() as connection:
         _add_event(connection, action, actor, detail, datetime.now(UTC))
 
 
 def recent_events(limit: int = 10) -> list[Event]:
     """The newest changes of the settings and test emails, newest first (no sign-ins)."""
-    with driver_connection(db.engine) as connection:
+    with db.engine.connect() as connection:
         return _read_events(connection, _RECENT_CHANGES, limit)
 
 
-def _read_events(connection: DriverConnection, query: Prepared, limit: int) -> list[Event]:
-    rows = query.rows(connection, {"limit": limit})
+def _read_events(connection: Connection, query: Select[Any], limit: int) -> list[Event]:
+    rows = connection.execute(query.limit(limit)).mappings()
     return [Event(_as_utc(r["at"]), r["actor"], r["address"], r["action"], r["detail"]) for r in rows]
 
 
-def _folded_sign_ins(connection: DriverConnection, limit: int) -> list[Event]:
+def _folded_sign_ins(connection: Connection, limit: int) -> list[Event]:
     """The newest ``limit`` sign-in events, each run of the same event from the same address as one."""
     folded: list[Event] = []
     for event in _read_events(connection, _RECENT_SIGN_INS, 20 * limit):
@@ -485,9 +476,9 @@ def _folded_sign_ins(connection: DriverConnection, limit: int) -> list[Event]:
     return folded
 
 
-def _add_event(connection: DriverConnection, action: str, actor: Actor, detail: str, at: datetime) -> None:
+def _add_event(connection: Connection, action: str, actor: Actor, detail: str, at: datetime) -> None:
     values = {"at": at, "actor": actor.name, "address": actor.address, "action": action, "detail": detail}
-    _INSERT_EVENT.execute(connection, values).close()
+    connection.execute(insert(_EVENTS).values(**values))
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -495,16 +486,16 @@ def _as_utc(moment: datetime) -> datetime:
 
 
 def _load_row() -> Row:
-    with driver_connection(db.engine) as connection:
+    with db.engine.connect() as connection:
         return _read_row(connection)
 
 
-def _read_row(connection: DriverConnection) -> Row:
-    rows = _SELECT_ROW.rows(connection)
-    if not rows:  # a new database
+def _read_row(connection: Connection) -> Row:
+    row = connection.execute(_SELECT_ROW).mappings().first()
+    if row is None:  # the row was removed behind our back
         ensure_row()
-        rows = _SELECT_ROW.rows(connection)
-    return rows[0]
+        row = connection.execute(_SELECT_ROW).mappings().one()
+    return dict(row)
 
 
 def init_app(app: Flask) -> None:
@@ -515,7 +506,7 @@ def ensure_row() -> None:
     """Create the single settings row if it is missing (a new database)."""
     try:
         with db.engine.begin() as connection:
-            if connection.execute(_SELECT_ROW.statement).first() is None:
+            if connection.execute(_SELECT_ROW).first() is None:
                 connection.execute(insert(_TABLE).values(id=SETTINGS_ROW_ID, version=0, **_UNCONFIGURED))
     except IntegrityError:  # another process created it first
         pass
@@ -545,7 +536,7 @@ class PageState:
 def page_state(events: int = 10) -> PageState:
     """The stored settings, whether the password can be used, and the newest ``events``
     changes and (folded) sign-ins."""
-    with driver_connection(db.engine) as connection:
+    with db.engine.connect() as connection:
         row = _read_row(connection)
         changes = _read_events(connection, _RECENT_CHANGES, events)
         sign_ins = _folded_sign_ins(connection, events)
