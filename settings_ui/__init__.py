@@ -7,12 +7,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, render_template, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, auth, commands, crypto, health, openapi, pages, schema, security, service
-from .extensions import csrf, db
+from . import commands, crypto, operations, schema, testmail, web
+from .extensions import db
 from .instance_files import create_private_file, make_private_folder, read_or_create
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -65,32 +64,14 @@ def create_app(
 
     db.init_app(app)
     schema.init_app(app)
-    security.init_app(app)  # first: a request for another host name or from another site runs nothing
-    auth.init_app(app)  # before CSRF, so an unauthorised client learns nothing else first
-    csrf.init_app(app)
     crypto.install(app)
-    service.init_app(app)
+    testmail.init_app(app)
     commands.init_app(app)
-
-    app.register_blueprint(pages.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(openapi.bp)
-    app.register_blueprint(health.bp)
+    web.init_app(app)
     if app.config["PROXY_FIX"]:
         # Behind N reverse proxies: trust their X-Forwarded-For/-Proto/-Host/-Prefix, no more.
         hops = int(app.config["PROXY_FIX"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_prefix=hops)  # type: ignore[method-assign]
-    csrf.exempt(api.bp)  # JSON-only content type and credentials protect the API instead
-
-    @app.errorhandler(HTTPException)
-    def _http_error(error: HTTPException) -> Any:
-        # Errors raised before a blueprint is chosen (routing, the access guard) reach
-        # this handler: those under the API's prefix get the API's envelope.
-        if api.is_api_path(request.path):
-            return api.http_error(error)
-        response = error.get_response()
-        response.set_data(render_template("problem.html", title=error.name, message=error.description))
-        return response
 
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
@@ -101,7 +82,7 @@ def create_app(
             with db.engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         schema.upgrade_database(app)
-        service.ensure_row()
+        operations.ensure_row()
     return app
 
 

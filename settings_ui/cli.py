@@ -6,7 +6,7 @@ import argparse
 
 from flask import Flask
 
-from .auth import admin_configured, is_loopback
+from .web.auth import admin_configured, is_loopback
 
 
 def main(app: Flask, argv: list[str] | None = None) -> None:

@@ -13,9 +13,10 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from werkzeug.security import generate_password_hash
 
-from . import crypto, service
+from . import crypto, operations, testmail
+from .audit import Actor
 from .instance_files import write_private
-from .service import Actor, SettingsError
+from .operations import SettingsError
 
 
 @click.command("hash-password")
@@ -37,11 +38,11 @@ def rotate_key() -> None:
     the new key first in that list, run this, then remove the old key.
     """
     app = current_app._get_current_object()
-    problem = service.stored_password_problem()
+    problem = operations.stored_password_problem()
     if problem:
         raise click.ClickException(problem)
     if app.config.get("SETTINGS_ENCRYPTION_KEY"):
-        rotated = service.rotate_encryption()
+        rotated = operations.rotate_encryption()
         click.echo(
             "Re-encrypted the stored password under the first key of SETTINGS_ENCRYPTION_KEY; "
             "the other keys can now be removed."
@@ -53,7 +54,7 @@ def rotate_key() -> None:
     new_key = Fernet.generate_key().decode()
     # Keep the old keys until the password is re-encrypted, so a crash in between loses nothing.
     crypto.write_key_file(app, [new_key, *old_keys])
-    rotated = service.rotate_encryption()
+    rotated = operations.rotate_encryption()
     crypto.write_key_file(app, [new_key])
     click.echo(
         f"New encryption key written to {crypto.key_file(app)}"
@@ -66,7 +67,7 @@ CLI_ACTOR = Actor("command line")
 EXPORT_FORMAT = "settings-ui/email-settings/1"
 
 
-def _print_settings(settings: service.Settings) -> None:
+def _print_settings(settings: operations.Settings) -> None:
     click.echo(json.dumps(settings.public(), indent=2, sort_keys=True))
 
 
@@ -82,7 +83,7 @@ def _fail(error: SettingsError) -> click.ClickException:
 @email_settings.command("show")
 def show_command() -> None:
     """Print the stored settings as JSON (never the password)."""
-    _print_settings(service.show())
+    _print_settings(operations.show())
 
 
 @email_settings.command("edit")
@@ -108,7 +109,7 @@ def edit_command(password_stdin: bool, remove_password: bool, **options: Any) ->
     if not params:
         raise click.UsageError("Nothing to change: give at least one option (see --help).")
     try:
-        _print_settings(service.edit(params, actor=CLI_ACTOR))
+        _print_settings(operations.edit(params, actor=CLI_ACTOR))
     except SettingsError as error:
         raise _fail(error) from None
 
@@ -119,7 +120,7 @@ def clear_command(yes: bool) -> None:
     """Remove all settings, the password included."""
     if not yes:
         click.confirm("Remove all email settings, the password included?", abort=True)
-    _print_settings(service.clear(actor=CLI_ACTOR))
+    _print_settings(operations.clear(actor=CLI_ACTOR))
 
 
 @email_settings.command("test")
@@ -127,13 +128,12 @@ def clear_command(yes: bool) -> None:
 def test_command(to: str) -> None:
     """Send a test email through the stored settings and print every step."""
     try:
-        report = service.send_test_email({"to": to}, actor=CLI_ACTOR)
-    except service.TestEmailFailed as failure:
-        _print_report(failure.report)
-        raise click.ClickException(failure.message) from None
+        report = testmail.run_test({"to": to}, actor=CLI_ACTOR)
     except SettingsError as error:
         raise _fail(error) from None
     _print_report(report)
+    if not report.sent:
+        raise click.ClickException(report.message)
     click.echo(report.message)
 
 
@@ -155,11 +155,11 @@ PASSPHRASE_MIN_LENGTH = 12
 )
 def export_command(with_password: bool, output: Path) -> None:
     """Write the settings as JSON, for a backup or to move them to another installation."""
-    settings = service.show()
+    settings = operations.show()
     document: dict[str, Any] = {"format": EXPORT_FORMAT, "settings": settings.public()}
     if with_password:
         try:
-            password = service.stored_password()
+            password = operations.stored_password()
         except crypto.UndecryptablePasswordError as error:
             raise click.ClickException(str(error)) from None
         if password is not None:
@@ -200,7 +200,7 @@ def import_command(file: Any) -> None:
         except crypto.UndecryptablePasswordError as error:
             raise click.ClickException(str(error)) from None
     try:
-        _print_settings(service.edit(params, actor=CLI_ACTOR))
+        _print_settings(operations.edit(params, actor=CLI_ACTOR))
     except SettingsError as error:
         raise _fail(error) from None
 

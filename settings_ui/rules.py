@@ -91,9 +91,16 @@ def normalize_host(value: str) -> str:
     return name
 
 
-def check_port(value: int) -> None:
+def check_port(value: int) -> int:
     if not PORT_MIN <= value <= PORT_MAX:
         raise ValueError(f"must be from {PORT_MIN} to {PORT_MAX}")
+    return value
+
+
+def check_encryption(value: str) -> str:
+    if value not in ENCRYPTIONS:
+        raise ValueError(f"must be one of {', '.join(ENCRYPTIONS)} (exactly as written)")
+    return value
 
 
 def normalize_email(value: str) -> str:

@@ -10,7 +10,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from werkzeug.test import TestResponse
 
-from settings_ui.openapi import document
+from settings_ui.web.openapi import document
 
 _URI = "urn:settings-ui:openapi"
 _registry = Registry().with_resource(_URI, Resource.from_contents(document(), default_specification=DRAFT202012))

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator
 
 from settings_ui import rules
-from settings_ui.openapi import document
+from settings_ui.web.openapi import document
 
 from .openapi_check import check_response
 from .test_api import UNCONFIGURED

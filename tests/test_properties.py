@@ -1,4 +1,4 @@
-"""Issue 6: properties of the service layer, for any JSON value in any parameter (Hypothesis)."""
+"""Properties of the operations, for any JSON value in any parameter (Hypothesis)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from settings_ui import crypto, rules, service
+from settings_ui import crypto, fields, operations, rules
 from settings_ui.extensions import db
-from settings_ui.service import PARAMETER_TYPES, SettingsError
+from settings_ui.operations import SettingsError
 
 from .conftest import make_app, stored_row
 
@@ -33,7 +33,7 @@ plausible = {
     "password": st.text(max_size=20),
     "allow_selfsigned_certs": st.booleans(),
 }
-parameter_names = st.sampled_from([*PARAMETER_TYPES, "unknown", "smtp_password"])
+parameter_names = st.sampled_from([*fields.PARAMETERS, "unknown", "smtp_password"])
 any_params = st.dictionaries(parameter_names, json_values, max_size=4) | st.fixed_dictionaries(
     {}, optional={name: strategy | json_values for name, strategy in plausible.items()}
 )
@@ -49,7 +49,7 @@ def service_app(tmp_path: Path) -> Iterator[Flask]:
         db.engine.dispose()
 
 
-def _valid(settings_: service.Settings) -> None:
+def _valid(settings_: operations.Settings) -> None:
     assert rules.normalize_host(settings_.smtp_host) == settings_.smtp_host
     rules.check_port(settings_.smtp_port)
     assert settings_.encryption in rules.ENCRYPTIONS
@@ -64,13 +64,13 @@ def _valid(settings_: service.Settings) -> None:
 def test_edit_stores_a_valid_configuration_or_nothing(service_app: Flask, params: dict[str, Any]) -> None:
     before = stored_row(service_app)
     try:
-        stored = service.edit(params)
+        stored = operations.edit(params)
     except SettingsError as error:
         assert error.message
         assert stored_row(service_app) == before
         return
     _valid(stored)
-    assert service.show() == stored
+    assert operations.show() == stored
     for name, value in params.items():
         if name in ("smtp_port", "encryption", "username", "allow_selfsigned_certs"):
             assert getattr(stored, name) == value
@@ -89,6 +89,6 @@ def test_any_password_survives_the_encryption_round_trip(service_app: Flask, pas
 @given(password=st.text(alphabet=st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=200))
 def test_any_accepted_password_is_stored_and_read_back(service_app: Flask, password: str) -> None:
     complete = {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "a@example.com", "username": "u"}
-    service.edit(complete | {"password": password})
+    operations.edit(complete | {"password": password})
     token = stored_row(service_app)["password_encrypted"]
     assert crypto.decrypt(token) == password

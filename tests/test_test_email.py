@@ -387,10 +387,10 @@ def test_tests_are_in_the_audit_trail(app: Flask, client: FlaskClient) -> None:
         send(client)
     configure(client, free_port())
     send(client)
-    from settings_ui import service
+    from settings_ui import audit
 
-    with app.app_context():
-        events = service.recent_events(5)
+    with app.app_context(), db.engine.connect() as connection:
+        events = audit.recent_changes(connection, 5)
     assert events[0].action == "test email failed" and "connect" in events[0].detail
     assert events[2].action == "test email sent" and RECIPIENT in events[2].detail
 

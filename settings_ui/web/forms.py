@@ -18,7 +18,7 @@ from wtforms import (
 )
 from wtforms.validators import AnyOf, InputRequired, ValidationError
 
-from . import rules
+from .. import fields, rules
 
 ENCRYPTION_LABELS = {
     "Plain": "Plain (no encryption)",
@@ -107,10 +107,7 @@ class SettingsForm(FlaskForm):
 
     def to_params(self) -> dict[str, Any]:
         """The edit parameters this submission asks for (a blank password keeps the stored one)."""
-        params = {
-            name: getattr(self, name).data
-            for name in ("smtp_host", "smtp_port", "encryption", "from_email", "username", "allow_selfsigned_certs")
-        }
+        params = {name: getattr(self, name).data for name in fields.PUBLIC}
         params["username"] = params["username"] or ""
         if self.remove_password.data:
             params["password"] = ""

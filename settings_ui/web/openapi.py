@@ -7,37 +7,32 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from . import rules
-from .service import PARAMETER_TYPES
+from .. import fields
 
 bp = Blueprint("openapi", __name__)
 
 _JSON_TYPES = {bool: "boolean", int: "integer", str: "string"}
 _NO_CONTROL = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"  # no control character (rules.check_no_control_characters)
 
-_DESCRIPTIONS = {
-    "allow_selfsigned_certs": "allow self-signed or otherwise invalid server certificates",
-    "encryption": "type of connection to use to SMTP server",
-    "from_email": "from email address for outgoing emails (one address; stored normalized)",
-    "password": 'password to use to authenticate to SMTP server (write-only; "" removes it). While one is stored, an '
-    "edit that changes smtp_host, smtp_port, encryption or username, or turns allow_selfsigned_certs on, must "
-    "give it again: the stored password is only ever sent to the server it was saved for",
-    "smtp_host": "host name or IP address of SMTP server",
-    "smtp_port": "port number of SMTP server",
-    "username": "username to use to authenticate to SMTP server",
-}
+
+def _parameter_schema(field: fields.Field) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": _JSON_TYPES[field.type], "description": field.description}
+    if field.choices:
+        schema["enum"] = list(field.choices)
+    elif field.type is str:
+        schema["pattern"] = _NO_CONTROL
+    if field.minimum is not None:
+        schema.update(minimum=field.minimum, maximum=field.maximum)
+    if field.max_length is not None:
+        schema["maxLength"] = field.max_length
+    return schema
 
 
-def _parameter_schema(name: str) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": _JSON_TYPES[PARAMETER_TYPES[name]], "description": _DESCRIPTIONS[name]}
-    if name == "encryption":
-        schema["enum"] = list(rules.ENCRYPTIONS)
-    elif name == "smtp_port":
-        schema.update(minimum=rules.PORT_MIN, maximum=rules.PORT_MAX)
-    elif name == "smtp_host":
-        schema.update(maxLength=rules.HOST_MAX_LENGTH + 2, pattern=_NO_CONTROL)
-    elif schema["type"] == "string":
-        schema.update(maxLength=rules.TEXT_MAX_LENGTH, pattern=_NO_CONTROL)
+def _stored_schema(field: fields.Field) -> dict[str, Any]:
+    """A stored value: as a parameter, or the unconfigured default (an empty host, port 0)."""
+    schema = _parameter_schema(field)
+    if field.minimum is not None:
+        schema["minimum"] = min(field.minimum, field.default)
     return schema
 
 
@@ -122,12 +117,12 @@ def _settings_success(description: str) -> dict[str, Any]:
 @cache
 def document() -> dict[str, Any]:
     """The OpenAPI document (built once: it depends on code only)."""
-    public = [name for name in PARAMETER_TYPES if name != "password"]
+    public = list(fields.PUBLIC)
     no_params = _request({"type": "object", "maxProperties": 0})
     edit_params = {
         "type": "object",
         "additionalProperties": False,
-        "properties": {name: _parameter_schema(name) for name in PARAMETER_TYPES},
+        "properties": {field.name: _parameter_schema(field) for field in fields.FIELDS},
     }
     test_params = {
         "type": "object",
@@ -227,10 +222,7 @@ def document() -> dict[str, Any]:
                     "required": public,
                     "additionalProperties": False,
                     "properties": {
-                        **{name: _parameter_schema(name) for name in public},
-                        # Stored values may be the unconfigured state: empty host, port 0.
-                        "smtp_host": {"type": "string", "maxLength": rules.HOST_MAX_LENGTH},
-                        "smtp_port": {"type": "integer", "minimum": 0, "maximum": rules.PORT_MAX},
+                        field.name: _stored_schema(field) for field in fields.FIELDS if not field.write_only
                     },
                 },
                 "EditParams": edit_params,

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, session, url_for
-from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response
 
-from . import rules, service
+from .. import operations, rules, testmail
+from ..operations import Settings, SettingsError, StaleSettingsError
+from ..testmail import TooManyTestsError
 from .auth import actor
 from .forms import ConfirmForm, SettingsForm
-from .service import Settings, SettingsError, StaleSettingsError, TestEmailFailed
 
 bp = Blueprint("pages", __name__)
 
@@ -26,7 +26,7 @@ def _form_data(settings: Settings) -> dict[str, Any]:
 
 
 def _submitted_version(form: Any) -> set[int]:
-    version = service.parse_version(form.version.data)
+    version = operations.parse_version(form.version.data)
     return set() if version is None else {version}  # a tampered version matches nothing
 
 
@@ -37,7 +37,7 @@ def _render(
     report: Any = None,
 ) -> tuple[str, int]:
     """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
-    state = service.page_state(events=10)
+    state = operations.page_state(events=10)
     return render_template(
         "settings.html",
         form=form or SettingsForm(formdata=None, data=_form_data(state.settings)),
@@ -81,7 +81,7 @@ def save_settings() -> Response | tuple[str, int]:
     if not form.validate():
         return _render(form, 400, NOT_SAVED)
     try:
-        service.edit(form.to_params(), expected_versions=_submitted_version(form), actor=actor())
+        operations.edit(form.to_params(), expected_versions=_submitted_version(form), actor=actor())
     except StaleSettingsError as stale:
         return _render(None, 409, stale.message)  # the form refilled with what is stored now
     except SettingsError as error:
@@ -91,18 +91,17 @@ def save_settings() -> Response | tuple[str, int]:
 
 
 @bp.post("/test")
-def send_test_email() -> tuple[str, int]:
+def test_settings() -> tuple[str, int]:
     """Test what is in the form now (a draft); re-show the form as typed, with the outcome."""
     form = SettingsForm()
     if not form.validate():
         return _render(form, 400, NOT_TESTED)
     to = (form.to.data or "").strip()
     try:
-        report = service.send_test_email({"to": to, "settings": form.to_params()}, actor=actor())
-    except TestEmailFailed as failure:
-        report = failure.report
+        report = testmail.run_test({"to": to, "settings": form.to_params()}, actor=actor())
     except SettingsError as error:
-        return _render(form, error.status, _show_field_errors(form, error, NOT_TESTED))
+        status = 429 if isinstance(error, TooManyTestsError) else 400
+        return _render(form, status, _show_field_errors(form, error, NOT_TESTED))
     session["last_test_to"] = to
     session["last_test"] = {
         "sent": report.sent,
@@ -114,7 +113,7 @@ def send_test_email() -> tuple[str, int]:
 
 
 def _render_confirm_clear(status: int = 200, problem: str | None = None) -> tuple[str, int]:
-    settings = service.show()
+    settings = operations.show()
     form = ConfirmForm(formdata=None, data={"version": settings.version})
     return render_template("confirm_clear.html", form=form, settings=settings, problem=problem), status
 
@@ -129,18 +128,8 @@ def clear_settings() -> Response | tuple[str, int]:
     form = ConfirmForm()
     form.validate()
     try:
-        service.clear(expected_versions=_submitted_version(form), actor=actor())
+        operations.clear(expected_versions=_submitted_version(form), actor=actor())
     except StaleSettingsError as stale:
         return _render_confirm_clear(409, stale.message)
     flash("All email settings were cleared, the password included.")
     return redirect(url_for(".settings_page"), 303)
-
-
-@bp.app_errorhandler(CSRFError)
-def _csrf_error(error: CSRFError) -> tuple[str, int]:
-    # Only the page's forms carry CSRF tokens: the API is exempt (JSON only, with credentials).
-    message = (
-        "The page was open too long or was sent from elsewhere, so it was not accepted "
-        "and nothing was changed. Go back to the settings, reload them, and try again."
-    )
-    return render_template("problem.html", title="This form has expired", message=message), 400

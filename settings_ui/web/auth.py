@@ -39,10 +39,11 @@ from werkzeug.wrappers import Response
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import InputRequired
 
-from . import service
-from .extensions import db
-from .models import AdminSession, LoginFailure
-from .service import Actor
+from .. import audit
+from ..audit import Actor
+from ..extensions import db
+from ..models import AdminSession, LoginFailure
+from .envelope import is_api_path
 
 bp = Blueprint("auth", __name__)
 _FAILURES = LoginFailure.__table__
@@ -230,12 +231,6 @@ def _safe_next(target: str | None) -> str:
     return url_for("pages.settings_page")
 
 
-def _is_api_request() -> bool:
-    from .api import is_api_path
-
-    return is_api_path(request.path)
-
-
 def _guard() -> Response | None:
     """Runs before every request: loopback-only without an admin, login or Basic with one."""
     address = request.remote_addr or ""
@@ -254,7 +249,7 @@ def _guard() -> Response | None:
     if current_user.is_authenticated:
         g.actor = Actor(current_user.username, address)
         return None
-    if _is_api_request():
+    if is_api_path(request.path):
         auth = request.authorization
         if auth is None or auth.type != "basic":
             raise Unauthorized("Credentials are missing: send HTTP Basic credentials of the admin account.")
@@ -284,7 +279,7 @@ def _sign_in_accepted(username: str, password: str, address: str, failure: str) 
     if credentials.check(username, password):
         throttle.reset(address)
         return True
-    service.record_event(failure, Actor(_named_user(username), address))
+    audit.record(failure, Actor(_named_user(username), address))
     return False
 
 
@@ -382,14 +377,14 @@ def login() -> Response | tuple[str, int] | str:
     _start_admin_session()
     login_user(Admin(str(current_app.config["ADMIN_USERNAME"])))
     session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME without a request
-    service.record_event("signed in", Actor(current_user.username, address))
+    audit.record("signed in", Actor(current_user.username, address))
     return redirect(target, 303)
 
 
 @bp.post("/logout")
 def logout() -> Response:
     if current_user.is_authenticated:
-        service.record_event("signed out", actor())
+        audit.record("signed out", actor())
     _end_admin_session()
     logout_user()
     session.clear()

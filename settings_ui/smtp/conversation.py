@@ -21,7 +21,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -29,7 +29,7 @@ from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Any
 
-from .rules import printable
+from ..rules import printable
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -53,6 +53,14 @@ class SmtpTarget:
     username: str
     password: str = field(repr=False)
     allow_selfsigned_certs: bool
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any], password: str) -> SmtpTarget:
+        """The target the settings ``values`` (with more keys, perhaps) and ``password`` describe."""
+        return cls(password=password, **{name: values[name] for name in _TARGET_FIELDS})
+
+
+_TARGET_FIELDS = tuple(name for name in SmtpTarget.__dataclass_fields__ if name != "password")
 
 
 @dataclass
@@ -97,7 +105,7 @@ class _DeadlinePassed(Exception):
     pass
 
 
-def send_test_email(
+def send(
     target: SmtpTarget,
     to: str,
     *,

@@ -1,15 +1,14 @@
-"""The service layer: every read and write of the email settings goes through here.
+"""The operations on the email settings: show, edit, clear and re-encrypt, and the rules they keep.
 
-The JSON API, the page and the command line all call these functions; none touches
-the tables directly. Each write is one transaction, committed here once, that holds
-the settings row's lock from its read to its commit, so concurrent writers never mix
-their values; the row's version is the ETag that If-Match and the page's form check.
+The API, the page and the command line call these functions; none touches the tables, and
+none of these knows of HTTP. Each write is one transaction, committed here once, that holds
+the settings row's lock from its read to its commit, so concurrent writers never mix their
+values; the row's version is the ETag that If-Match and the page's form check.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import math
 import threading
@@ -19,27 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app
-from sqlalchemy import Connection, Engine, Select, insert, not_, or_, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from . import crypto, mailer, rules
+from . import audit, crypto, fields, rules
+from .audit import SYSTEM, Actor, Event
 from .extensions import db
 from .instance_files import open_private
-from .models import SETTINGS_ROW_ID, AuditEvent, EmailSettings
-
-PARAMETER_TYPES: dict[str, type] = {
-    "allow_selfsigned_certs": bool,
-    "encryption": str,
-    "from_email": str,
-    "password": str,
-    "smtp_host": str,
-    "smtp_port": int,
-    "username": str,
-}
-"""The parameters of ``/email-settings/edit``, as published, with their JSON types."""
-
-PUBLIC_FIELDS = tuple(name for name in PARAMETER_TYPES if name != "password")
+from .models import SETTINGS_ROW_ID, EmailSettings
 
 SERVER_IDENTITY = ("smtp_host", "smtp_port", "encryption", "username")
 """The stored password is bound to these: it is only ever sent where they point (stored normalized,
@@ -49,41 +35,10 @@ Row = dict[str, Any]
 """The settings row as read from the database, column by column."""
 
 _TABLE = EmailSettings.__table__
-_EVENTS = AuditEvent.__table__
-# Built once and compiled once per database: far cheaper per request than ORM loading
-# or even Core execution (see prepared.py).
 _SELECT_ROW = select(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID)
-SIGN_IN_ACTIONS = ("signed in", "signed out", "sign-in failed", "API sign-in failed")
-"""Audit actions about who got in, shown apart from the settings' own history."""
-_IS_SIGN_IN = or_(*(_EVENTS.c.action == action for action in SIGN_IN_ACTIONS))
-_RECENT_CHANGES = select(_EVENTS).where(not_(_IS_SIGN_IN)).order_by(_EVENTS.c.id.desc())
-_RECENT_SIGN_INS = select(_EVENTS).where(_IS_SIGN_IN).order_by(_EVENTS.c.id.desc())
+_UNCONFIGURED_ROW: Row = {**fields.UNCONFIGURED, "password_encrypted": None}
 _WRITE_LOCK = threading.Lock()
 _TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", str: "a string"}
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who asks for a change, for the audit trail: a user name and the client's address."""
-
-    name: str
-    address: str = ""
-
-
-SYSTEM = Actor("system")
-
-
-@dataclass(frozen=True)
-class Event:
-    """An audit-trail entry as the page shows it."""
-
-    at: datetime
-    actor: str
-    address: str
-    action: str
-    detail: str
-    count: int = 1
-    """How many such events in a row this one stands for (repeated failed sign-ins are folded)."""
 
 
 class SettingsError(Exception):
@@ -92,10 +47,6 @@ class SettingsError(Exception):
     ``fields`` maps parameter names to what is wrong with each, phrased to follow
     the field's name ("smtp_port" + " must be from 1 to 65535").
     """
-
-    status = 400
-    details: Mapping[str, Any] = {}
-    """More for the API's error object, beside ``message`` and ``fields``."""
 
     def __init__(self, fields: Mapping[str, str] | None = None, message: str | None = None):
         self.fields = dict(fields or {})
@@ -108,8 +59,6 @@ class SettingsError(Exception):
 class StaleSettingsError(SettingsError):
     """The settings changed since the caller read them (a stale ETag or form)."""
 
-    status = 412
-
     def __init__(self, current: Settings):
         self.current = current
         super().__init__(
@@ -121,54 +70,32 @@ class StaleSettingsError(SettingsError):
         )
 
 
-class TestEmailFailed(SettingsError):
-    """The test email was not sent; ``report`` says at which step and why."""
-
-    def __init__(self, report: mailer.Report):
-        self.report = report
-        self.details = {"steps": report.step_dicts(), "elapsed_ms": report.elapsed_ms}
-        super().__init__(message=report.message)
-
-
-class TooManyTestsError(SettingsError):
-    """As many test emails as allowed are running in this process: this one was not started."""
-
-    status = 429
-
-    def __init__(self, retry_after: int):
-        self.retry_after = retry_after
-        super().__init__(
-            message=(
-                "Other test emails are running right now, so this one was not started (each may take up to "
-                f"SMTP_TIMEOUT). Try again in {retry_after} seconds."
-            )
-        )
-
-
 class BusySettingsError(SettingsError):
     """Too many concurrent writers: this write gave way and stored nothing."""
-
-    status = 409
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The stored settings as callers may see them: never the password, only whether one is set."""
+    """The stored settings as callers may see them: never the password, only whether one is set.
 
-    smtp_host: str
-    smtp_port: int
-    encryption: str
-    from_email: str
-    username: str
-    allow_selfsigned_certs: bool
+    Each public field of :mod:`settings_ui.fields` is an attribute (``settings.smtp_host``).
+    """
+
+    values: Mapping[str, Any]
     has_password: bool
     version: int
     updated_at: datetime | None
     updated_by: str | None
 
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
     @property
     def configured(self) -> bool:
-        return bool(self.smtp_host)
+        return bool(self.values["smtp_host"])
 
     @property
     def etag(self) -> str:
@@ -176,7 +103,7 @@ class Settings:
 
     def public(self) -> dict[str, Any]:
         """The ``email_settings`` object of the API: exactly the published keys."""
-        return {name: getattr(self, name) for name in PUBLIC_FIELDS}
+        return dict(self.values)
 
 
 def parse_version(tag: str | None) -> int | None:
@@ -186,7 +113,7 @@ def parse_version(tag: str | None) -> int | None:
 
 def show() -> Settings:
     """Return the stored settings (the unconfigured state on a fresh install)."""
-    return _settings_from(_load_row())
+    return _settings_from(load_row())
 
 
 def edit(
@@ -217,18 +144,17 @@ def edit(
 
 def clear(*, expected_versions: Collection[int] | None = None, actor: Actor = SYSTEM) -> Settings:
     """Remove all settings, the password included, returning to the unconfigured state."""
-    return _write("settings cleared", lambda row: dict(_UNCONFIGURED), expected_versions, actor)
+    return _write("settings cleared", lambda row: dict(_UNCONFIGURED_ROW), expected_versions, actor)
 
 
-_UNCONFIGURED: dict[str, Any] = {
-    "smtp_host": "",
-    "smtp_port": 0,
-    "encryption": "Plain",
-    "from_email": "",
-    "username": "",
-    "password_encrypted": None,
-    "allow_selfsigned_certs": False,
-}
+def rotate_encryption() -> bool:
+    """Re-encrypt the stored password under the first (newest) key; True if there was one."""
+    with _write_transaction() as (connection, row):
+        if not row["password_encrypted"]:
+            return False
+        _store(connection, row, {"password_encrypted": crypto.rotate(row["password_encrypted"])})
+        audit.add(connection, "encryption key rotated", SYSTEM, "password re-encrypted under the new key")
+    return True
 
 
 class _Keep:
@@ -258,12 +184,14 @@ def parse_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises :class:`SettingsError` naming every parameter that is wrong.
     """
-    reject_unknown(params, PARAMETER_TYPES)
+    reject_unknown(params, fields.PARAMETERS)
     errors: dict[str, str] = {}
     parsed: dict[str, Any] = {}
     for name, value in params.items():
+        field = fields.BY_NAME[name]
         try:
-            parsed[name] = _parse_value(name, value)
+            check_type(value, field.type)
+            parsed[name] = field.normalize(value) if field.normalize else value
         except ValueError as problem:
             errors[name] = str(problem)
     if errors:
@@ -271,28 +199,17 @@ def parse_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-def _check_type(value: Any, expected: type) -> None:
+def check_type(value: Any, expected: type) -> None:
+    """Raise ValueError unless ``value`` has the JSON type ``expected`` (and, for text, holds
+    no control character)."""
     # bool is a subclass of int in Python, but true is not a port number.
     if type(value) is not expected:
-        raise ValueError(f"must be {_TYPE_NAMES[expected]}, not {_json_type_name(value)}")
+        raise ValueError(f"must be {_TYPE_NAMES[expected]}, not {json_type_name(value)}")
     if expected is str:
         rules.check_no_control_characters(value)
 
 
-def _parse_value(name: str, value: Any) -> Any:
-    _check_type(value, PARAMETER_TYPES[name])
-    if name == "smtp_port":
-        rules.check_port(value)
-    elif name == "encryption" and value not in rules.ENCRYPTIONS:
-        raise ValueError(f"must be one of {', '.join(rules.ENCRYPTIONS)} (exactly as written)")
-    elif name == "smtp_host" and value:
-        return rules.normalize_host(value)
-    elif name == "from_email" and value:
-        return rules.normalize_email(value)
-    return value
-
-
-def _json_type_name(value: Any) -> str:
+def json_type_name(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -320,17 +237,11 @@ def merge(row: Row, changes: Mapping[str, Any]) -> dict[str, Any]:
     or when it would keep the stored password for another server: a change of
     :data:`SERVER_IDENTITY`, or certificate checks turned off, must bring ``password``.
     """
-    values = {name: changes.get(name, row[name]) for name in PUBLIC_FIELDS}
+    values = {name: changes.get(name, row[name]) for name in fields.PUBLIC}
     password = changes.get("password", KEEP)
     has_password = bool(row["password_encrypted"]) if password is KEEP else bool(password)
 
-    errors: dict[str, str] = {}
-    if not values["smtp_host"]:
-        errors["smtp_host"] = "is required: the host name or IP address of your SMTP server"
-    if not values["smtp_port"]:
-        errors["smtp_port"] = f"is required: a port from {rules.PORT_MIN} to {rules.PORT_MAX}"
-    if not values["from_email"]:
-        errors["from_email"] = "is required: the address your mail is sent from"
+    errors = {field.name: field.required for field in fields.FIELDS if field.required and not values[field.name]}
     if values["username"] and not has_password:
         errors["password"] = (
             "cannot be removed while a username is set: clear the username too"
@@ -373,7 +284,7 @@ def _write(
         changes = describe_changes(row, values)
         values.update(version=row["version"] + 1, updated_at=now, updated_by=actor.name)
         _store(connection, row, values)
-        _add_event(connection, action, actor, changes or "nothing changed", now)
+        audit.add(connection, action, actor, changes or "nothing changed", now)
     return _settings_from(row | values)
 
 
@@ -383,8 +294,9 @@ def _write_transaction() -> Iterator[tuple[Connection, Row]]:
 
     Writers queue first on a thread lock and, with SQLite, on a file lock that the
     kernel hands over at once (SQLite's own busy handler polls with sleeps of up to
-    100 ms); then the database lock is taken: SQLite's ``BEGIN IMMEDIATE`` (for other
-    programs writing the file) or PostgreSQL's ``SELECT ... FOR UPDATE``.
+    100 ms, which the benchmark's p99 shows); then the database lock is taken: SQLite's
+    ``BEGIN IMMEDIATE`` (for other programs writing the file) or PostgreSQL's
+    ``SELECT ... FOR UPDATE``.
     """
     engine = db.engine
     with _WRITE_LOCK, _sqlite_file_lock(engine):
@@ -435,7 +347,7 @@ def describe_changes(row: Row, values: Mapping[str, Any]) -> str:
     """Which fields a write changes, with old and new values for all but the password."""
     parts = [
         f"{name}: {row[name]!r} → {values[name]!r}"
-        for name in PUBLIC_FIELDS
+        for name in fields.PUBLIC
         if name in values and values[name] != row[name]
     ]
     old_token = row["password_encrypted"]
@@ -445,47 +357,8 @@ def describe_changes(row: Row, values: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def record_event(action: str, actor: Actor, detail: str = "") -> None:
-    """Add one event to the audit trail, in its own transaction."""
-    with db.engine.begin() as connection:
-        _add_event(connection, action, actor, detail, datetime.now(UTC))
-
-
-def recent_events(limit: int = 10) -> list[Event]:
-    """The newest changes of the settings and test emails, newest first (no sign-ins)."""
-    with db.engine.connect() as connection:
-        return _read_events(connection, _RECENT_CHANGES, limit)
-
-
-def _read_events(connection: Connection, query: Select[Any], limit: int) -> list[Event]:
-    rows = connection.execute(query.limit(limit)).mappings()
-    return [Event(_as_utc(r["at"]), r["actor"], r["address"], r["action"], r["detail"]) for r in rows]
-
-
-def _folded_sign_ins(connection: Connection, limit: int) -> list[Event]:
-    """The newest ``limit`` sign-in events, each run of the same event from the same address as one."""
-    folded: list[Event] = []
-    for event in _read_events(connection, _RECENT_SIGN_INS, 20 * limit):
-        last = folded[-1] if folded else None
-        if last and (last.action, last.actor, last.address) == (event.action, event.actor, event.address):
-            folded[-1] = dataclasses.replace(last, count=last.count + 1)
-        elif len(folded) == limit:
-            break
-        else:
-            folded.append(event)
-    return folded
-
-
-def _add_event(connection: Connection, action: str, actor: Actor, detail: str, at: datetime) -> None:
-    values = {"at": at, "actor": actor.name, "address": actor.address, "action": action, "detail": detail}
-    connection.execute(insert(_EVENTS).values(**values))
-
-
-def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment  # SQLite drops the zone
-
-
-def _load_row() -> Row:
+def load_row() -> Row:
+    """The settings row as stored, the encrypted password included (for this package only)."""
     with db.engine.connect() as connection:
         return _read_row(connection)
 
@@ -498,27 +371,23 @@ def _read_row(connection: Connection) -> Row:
     return dict(row)
 
 
-def init_app(app: Flask) -> None:
-    app.extensions["settings_ui.running_tests"] = threading.BoundedSemaphore(int(app.config["MAX_CONCURRENT_TESTS"]))
-
-
 def ensure_row() -> None:
     """Create the single settings row if it is missing (a new database)."""
     try:
         with db.engine.begin() as connection:
             if connection.execute(_SELECT_ROW).first() is None:
-                connection.execute(insert(_TABLE).values(id=SETTINGS_ROW_ID, version=0, **_UNCONFIGURED))
+                connection.execute(insert(_TABLE).values(id=SETTINGS_ROW_ID, version=0, **_UNCONFIGURED_ROW))
     except IntegrityError:  # another process created it first
         pass
 
 
-def _settings_from(values: Mapping[str, Any]) -> Settings:
+def _settings_from(row: Mapping[str, Any]) -> Settings:
     return Settings(
-        **{name: values[name] for name in PUBLIC_FIELDS},
-        has_password=bool(values["password_encrypted"]),
-        version=values["version"],
-        updated_at=_as_utc(values["updated_at"]) if values["updated_at"] else None,
-        updated_by=values["updated_by"],
+        values={name: row[name] for name in fields.PUBLIC},
+        has_password=bool(row["password_encrypted"]),
+        version=row["version"],
+        updated_at=audit.as_utc(row["updated_at"]) if row["updated_at"] else None,
+        updated_by=row["updated_by"],
     )
 
 
@@ -538,14 +407,14 @@ def page_state(events: int = 10) -> PageState:
     changes and (folded) sign-ins."""
     with db.engine.connect() as connection:
         row = _read_row(connection)
-        changes = _read_events(connection, _RECENT_CHANGES, events)
-        sign_ins = _folded_sign_ins(connection, events)
+        changes = audit.recent_changes(connection, events)
+        sign_ins = audit.recent_sign_ins(connection, events)
     return PageState(_settings_from(row), _password_problem(row["password_encrypted"]), tuple(changes), tuple(sign_ins))
 
 
 def stored_password_problem() -> str | None:
     """Why the stored password cannot be used (a key mismatch), or None when it can or there is none."""
-    return _password_problem(_load_row()["password_encrypted"])
+    return _password_problem(load_row()["password_encrypted"])
 
 
 def _password_problem(token: str | None) -> str | None:
@@ -554,79 +423,5 @@ def _password_problem(token: str | None) -> str | None:
 
 def stored_password() -> str | None:
     """The stored password in clear, for an export the administrator asked for; None if none."""
-    token = _load_row()["password_encrypted"]
+    token = load_row()["password_encrypted"]
     return crypto.decrypt(token) if token else None
-
-
-def rotate_encryption() -> bool:
-    """Re-encrypt the stored password under the first (newest) key; True if there was one."""
-    with _write_transaction() as (connection, row):
-        if not row["password_encrypted"]:
-            return False
-        _store(connection, row, {"password_encrypted": crypto.rotate(row["password_encrypted"])})
-        detail = "password re-encrypted under the new key"
-        _add_event(connection, "encryption key rotated", SYSTEM, detail, datetime.now(UTC))
-    return True
-
-
-TEST_PARAMETERS = ("to", "settings")
-
-
-def send_test_email(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> mailer.Report:
-    """Send one real test email to ``params["to"]``, through the stored settings or a draft.
-
-    ``params["settings"]`` (optional) holds edit parameters merged over the stored
-    settings and validated like :func:`edit`, but never stored. Raises
-    :class:`SettingsError` for invalid input and :class:`TestEmailFailed` when the
-    server did not accept the message; both are recorded in the audit trail.
-    """
-    reject_unknown(params, TEST_PARAMETERS)
-    to = _test_recipient(params.get("to"))
-    draft = params.get("settings", {})
-    if not isinstance(draft, dict):
-        raise SettingsError({"settings": f"must be an object of edit parameters, not {_json_type_name(draft)}"})
-    target = resolve_target(draft)
-    config = current_app.config
-    running: threading.BoundedSemaphore = current_app.extensions["settings_ui.running_tests"]
-    # A test may wait SMTP_TIMEOUT on a silent server: past a few at once, the rest would hold
-    # every worker thread, and the page and API would stop answering.
-    if not running.acquire(blocking=False):
-        raise TooManyTestsError(retry_after=math.ceil(float(config["SMTP_TIMEOUT"])))
-    try:
-        report = mailer.send_test_email(
-            target, to, timeout=float(config["SMTP_TIMEOUT"]), ca_file=config.get("SMTP_CA_FILE") or None
-        )
-    finally:
-        running.release()
-    where = f"to {to} via {target.smtp_host}:{target.smtp_port} ({target.encryption})"
-    if report.sent:
-        record_event("test email sent", actor, where)
-        return report
-    record_event("test email failed", actor, f"{where}: failed at {report.failed_step}")
-    raise TestEmailFailed(report)
-
-
-def _test_recipient(value: Any) -> str:
-    if value is None or value == "":
-        raise SettingsError({"to": "is required: the address to send the test email to"})
-    try:
-        _check_type(value, str)
-        return rules.normalize_email(value)
-    except ValueError as problem:
-        raise SettingsError({"to": str(problem)}) from None
-
-
-def resolve_target(draft: Mapping[str, Any]) -> mailer.SmtpTarget:
-    """The complete settings a test uses: ``draft`` merged over the stored ones, password included.
-
-    The stored password goes only to the stored server (see :func:`merge`).
-    """
-    row = _load_row()
-    values = merge(row, parse_params(draft))
-    password = values.pop("password")
-    if password is KEEP:
-        try:
-            password = crypto.decrypt(row["password_encrypted"]) if values["username"] else ""
-        except crypto.UndecryptablePasswordError as problem:
-            raise SettingsError({"password": str(problem)}) from None
-    return mailer.SmtpTarget(password=password, **values)

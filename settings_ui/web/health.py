@@ -6,8 +6,8 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from .extensions import db
-from .models import SETTINGS_ROW_ID, EmailSettings
+from ..extensions import db
+from ..models import SETTINGS_ROW_ID, EmailSettings
 
 bp = Blueprint("health", __name__)
 _ROW_EXISTS = select(EmailSettings.id).where(EmailSettings.id == SETTINGS_ROW_ID)

@@ -1,0 +1,93 @@
+"""The audit trail: who changed or tested the settings, who signed in, when and from where.
+
+Never a secret: a password change is recorded as "password changed", nothing more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Select, insert, not_, or_, select
+
+from .extensions import db
+from .models import AuditEvent
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks for a change, for the audit trail: a user name and the client's address."""
+
+    name: str
+    address: str = ""
+
+
+SYSTEM = Actor("system")
+
+
+@dataclass(frozen=True)
+class Event:
+    """An audit-trail entry as the page shows it."""
+
+    at: datetime
+    actor: str
+    address: str
+    action: str
+    detail: str
+    count: int = 1
+    """How many such events in a row this one stands for (repeated failed sign-ins are folded)."""
+
+
+SIGN_IN_ACTIONS = ("signed in", "signed out", "sign-in failed", "API sign-in failed")
+"""Actions about who got in, shown apart from the settings' own history."""
+
+_EVENTS = AuditEvent.__table__
+_IS_SIGN_IN = or_(*(_EVENTS.c.action == action for action in SIGN_IN_ACTIONS))
+_CHANGES = select(_EVENTS).where(not_(_IS_SIGN_IN)).order_by(_EVENTS.c.id.desc())
+_SIGN_INS = select(_EVENTS).where(_IS_SIGN_IN).order_by(_EVENTS.c.id.desc())
+
+
+def add(connection: Connection, action: str, actor: Actor, detail: str = "", at: datetime | None = None) -> None:
+    """Add one event within the caller's transaction (a write and its record commit together)."""
+    connection.execute(
+        insert(_EVENTS).values(
+            at=at or datetime.now(UTC), actor=actor.name, address=actor.address, action=action, detail=detail
+        )
+    )
+
+
+def record(action: str, actor: Actor, detail: str = "") -> None:
+    """Add one event to the audit trail, in its own transaction."""
+    with db.engine.begin() as connection:
+        add(connection, action, actor, detail)
+
+
+def recent_changes(connection: Connection, limit: int = 10) -> list[Event]:
+    """The newest changes of the settings and test emails, newest first (no sign-ins)."""
+    return _read(connection, _CHANGES, limit)
+
+
+def recent_sign_ins(connection: Connection, limit: int = 10) -> list[Event]:
+    """The newest ``limit`` sign-in events, each run of the same event from the same address as one."""
+    folded: list[Event] = []
+    for event in _read(connection, _SIGN_INS, 20 * limit):
+        last = folded[-1] if folded else None
+        if last and (last.action, last.actor, last.address) == (event.action, event.actor, event.address):
+            folded[-1] = dataclasses.replace(last, count=last.count + 1)
+        elif len(folded) == limit:
+            break
+        else:
+            folded.append(event)
+    return folded
+
+
+def _read(connection: Connection, query: Select[Any], limit: int) -> list[Event]:
+    rows = connection.execute(query.limit(limit)).mappings()
+    return [Event(as_utc(r["at"]), r["actor"], r["address"], r["action"], r["detail"]) for r in rows]
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` with its time zone, which SQLite does not keep."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

@@ -1,0 +1,109 @@
+"""The email settings' fields, declared once.
+
+Each field's name, JSON type, unconfigured value, limits, published description and the
+rule that checks and normalises a value: the API's parsing, the service's rules, the
+OpenAPI schema, the form's field list and the tests' key lists all read them from here.
+Adding a field means a line here, a column in ``models.py`` with its migration, and its
+place in the template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import rules
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: type
+    """The JSON type of the published API: bool, int or str."""
+    default: Any
+    """The unconfigured value (what ``clear`` stores and a fresh install shows)."""
+    description: str
+    """As published in the API's documentation (and OpenAPI)."""
+    normalize: Callable[[Any], Any] | None = None
+    """Checks a non-empty value and returns it as stored; raises ValueError saying what is wrong."""
+    required: str | None = None
+    """Why the merged settings need a value here, when they do."""
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    max_length: int | None = None
+    write_only: bool = False
+    """Never shown: the password."""
+
+
+FIELDS: tuple[Field, ...] = (
+    Field(
+        "allow_selfsigned_certs",
+        bool,
+        False,
+        "allow self-signed or otherwise invalid server certificates",
+    ),
+    Field(
+        "encryption",
+        str,
+        "Plain",
+        "type of connection to use to SMTP server",
+        normalize=rules.check_encryption,
+        choices=rules.ENCRYPTIONS,
+    ),
+    Field(
+        "from_email",
+        str,
+        "",
+        "from email address for outgoing emails (one address; stored normalized)",
+        normalize=rules.normalize_email,
+        required="is required: the address your mail is sent from",
+        max_length=rules.TEXT_MAX_LENGTH,
+    ),
+    Field(
+        "password",
+        str,
+        None,
+        'password to use to authenticate to SMTP server (write-only; "" removes it). While one is stored, an '
+        "edit that changes smtp_host, smtp_port, encryption or username, or turns allow_selfsigned_certs on, must "
+        "give it again: the stored password is only ever sent to the server it was saved for",
+        max_length=rules.TEXT_MAX_LENGTH,
+        write_only=True,
+    ),
+    Field(
+        "smtp_host",
+        str,
+        "",
+        "host name or IP address of SMTP server",
+        normalize=rules.normalize_host,
+        required="is required: the host name or IP address of your SMTP server",
+        max_length=rules.HOST_MAX_LENGTH + 2,  # a trailing dot, or brackets around an IPv6 address
+    ),
+    Field(
+        "smtp_port",
+        int,
+        0,
+        "port number of SMTP server",
+        normalize=rules.check_port,
+        required=f"is required: a port from {rules.PORT_MIN} to {rules.PORT_MAX}",
+        minimum=rules.PORT_MIN,
+        maximum=rules.PORT_MAX,
+    ),
+    Field(
+        "username",
+        str,
+        "",
+        "username to use to authenticate to SMTP server",
+        max_length=rules.TEXT_MAX_LENGTH,
+    ),
+)
+"""In the published API's (alphabetical) order."""
+
+BY_NAME: dict[str, Field] = {field.name: field for field in FIELDS}
+PARAMETERS: tuple[str, ...] = tuple(BY_NAME)
+"""The parameters of ``edit``."""
+PUBLIC: tuple[str, ...] = tuple(field.name for field in FIELDS if not field.write_only)
+"""The keys of the ``email_settings`` object: every field but the password."""
+UNCONFIGURED: dict[str, Any] = {field.name: field.default for field in FIELDS if not field.write_only}
+"""The public fields of a fresh install, and after ``clear``."""

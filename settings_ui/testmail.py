@@ -1,0 +1,99 @@
+"""Test emails: the settings to test (stored, or a draft over them), one real message, its record.
+
+A test that was not sent is an outcome, not an error: :func:`run_test` returns the
+:class:`~settings_ui.smtp.Report` either way. Only a request that cannot be tried at all
+(bad input, too many tests at once) raises :class:`~settings_ui.operations.SettingsError`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, current_app
+
+from . import audit, crypto, operations, rules, smtp
+from .audit import SYSTEM, Actor
+from .operations import KEEP, SettingsError
+
+PARAMETERS = ("to", "settings")
+
+
+class TooManyTestsError(SettingsError):
+    """As many test emails as allowed are running in this process: this one was not started."""
+
+    def __init__(self, retry_after: int):
+        self.retry_after = retry_after
+        super().__init__(
+            message=(
+                "Other test emails are running right now, so this one was not started (each may take up to "
+                f"SMTP_TIMEOUT). Try again in {retry_after} seconds."
+            )
+        )
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["settings_ui.running_tests"] = threading.BoundedSemaphore(int(app.config["MAX_CONCURRENT_TESTS"]))
+
+
+def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report:
+    """Send one real test email to ``params["to"]``, through the stored settings or a draft.
+
+    ``params["settings"]`` (optional) holds edit parameters merged over the stored
+    settings and validated like :func:`~settings_ui.operations.edit`, but never stored.
+    Raises :class:`SettingsError` for invalid input; the outcome, sent or not, is
+    recorded in the audit trail and returned.
+    """
+    operations.reject_unknown(params, PARAMETERS)
+    to = _recipient(params.get("to"))
+    draft = params.get("settings", {})
+    if not isinstance(draft, dict):
+        message = f"must be an object of edit parameters, not {operations.json_type_name(draft)}"
+        raise SettingsError({"settings": message})
+    target = resolve_target(draft)
+    config = current_app.config
+    running: threading.BoundedSemaphore = current_app.extensions["settings_ui.running_tests"]
+    # A test may wait SMTP_TIMEOUT on a silent server: past a few at once, the rest would hold
+    # every worker thread, and the page and API would stop answering.
+    if not running.acquire(blocking=False):
+        raise TooManyTestsError(retry_after=math.ceil(float(config["SMTP_TIMEOUT"])))
+    try:
+        report = smtp.send(
+            target, to, timeout=float(config["SMTP_TIMEOUT"]), ca_file=config.get("SMTP_CA_FILE") or None
+        )
+    finally:
+        running.release()
+    where = f"to {to} via {target.smtp_host}:{target.smtp_port} ({target.encryption})"
+    if report.sent:
+        audit.record("test email sent", actor, where)
+    else:
+        audit.record("test email failed", actor, f"{where}: failed at {report.failed_step}")
+    return report
+
+
+def _recipient(value: Any) -> str:
+    if value is None or value == "":
+        raise SettingsError({"to": "is required: the address to send the test email to"})
+    try:
+        operations.check_type(value, str)
+        return rules.normalize_email(value)
+    except ValueError as problem:
+        raise SettingsError({"to": str(problem)}) from None
+
+
+def resolve_target(draft: Mapping[str, Any]) -> smtp.SmtpTarget:
+    """The complete settings a test uses: ``draft`` merged over the stored ones, password included.
+
+    The stored password goes only to the stored server (see :func:`~settings_ui.operations.merge`).
+    """
+    row = operations.load_row()
+    values = operations.merge(row, operations.parse_params(draft))
+    password = values.pop("password")
+    if password is KEEP:
+        try:
+            password = crypto.decrypt(row["password_encrypted"]) if values["username"] else ""
+        except crypto.UndecryptablePasswordError as problem:
+            raise SettingsError({"password": str(problem)}) from None
+    return smtp.SmtpTarget.from_settings(values, password)
