@@ -28,6 +28,24 @@ def _no_ambient_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+_MADE: list[Flask] = []
+
+
+def tracked(app: Flask) -> Flask:
+    """``app``, its database connections closed when the test ends (see ``_dispose_engines``)."""
+    _MADE.append(app)
+    return app
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines() -> Iterator[None]:
+    """The one place where the apps a test made give back their database connections."""
+    yield
+    while _MADE:
+        with _MADE.pop().app_context():
+            db.engine.dispose()
+
+
 def make_app(tmp_path: Path, **config: Any) -> Flask:
     settings = {
         "TESTING": True,
@@ -37,15 +55,13 @@ def make_app(tmp_path: Path, **config: Any) -> Flask:
     settings.update(config)
     app = create_app(settings, instance_path=tmp_path / "instance")
     app.test_client_class = ConformingClient
-    return app
+    return tracked(app)
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flask]:
+def app(tmp_path: Path) -> Flask:
     app = make_app(tmp_path)
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+    return app
 
 
 DATABASES = ["sqlite", "postgresql"]
@@ -75,12 +91,10 @@ def database_url(kind: str, tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=DATABASES)
-def any_database_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
+def any_database_app(request: pytest.FixtureRequest, tmp_path: Path) -> Flask:
     """The app on a fresh SQLite file, then on a fresh PostgreSQL database."""
     app = make_app(tmp_path, SQLALCHEMY_DATABASE_URI=database_url(request.param, tmp_path))
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+    return app
 
 
 @pytest.fixture
@@ -94,12 +108,10 @@ def runner(app: Flask) -> FlaskCliRunner:
 
 
 @pytest.fixture
-def csrf_app(tmp_path: Path) -> Iterator[Flask]:
+def csrf_app(tmp_path: Path) -> Flask:
     """An app with CSRF protection switched on, as in production."""
     app = make_app(tmp_path, WTF_CSRF_ENABLED=True)
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+    return app
 
 
 def stored_row(app: Flask) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 from werkzeug.test import TestResponse
 
+from settings_ui import fields
+
 EXAMPLE_PASSWORD = "s3cret-Pa55word-never-shown"
 """A password distinctive enough that finding it anywhere in output is a real leak."""
 
@@ -35,7 +37,8 @@ def basic(username: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-PUBLIC_KEYS = {"allow_selfsigned_certs", "encryption", "from_email", "smtp_host", "smtp_port", "username"}
+PUBLIC_KEYS = set(fields.PUBLIC)
+"""The keys of the API's ``email_settings`` object."""
 
 
 def call(client: FlaskClient, action: str, params: dict[str, Any] | None = None, **kwargs: Any) -> TestResponse:

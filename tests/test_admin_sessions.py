@@ -145,8 +145,6 @@ def test_a_busy_session_still_ends_at_its_absolute_lifetime(tmp_path: Path) -> N
         time.sleep(0.25)
     time.sleep(1.0)
     assert client.get("/").status_code == 302
-    with app.app_context():
-        db.engine.dispose()
 
 
 def test_parallel_guesses_get_three_password_checks_across_workers(tmp_path: Path) -> None:

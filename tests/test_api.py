@@ -1,4 +1,4 @@
-"""The JSON API of contract §2: shapes, partial edits, every rejected input, ETag and If-Match."""
+"""The JSON API: shapes, partial edits, every rejected input, ETag and If-Match."""
 
 from __future__ import annotations
 
@@ -369,8 +369,6 @@ def test_a_failing_write_logs_no_stored_value(tmp_path: Path, caplog: pytest.Log
     for value in (EXAMPLE_PASSWORD, before["password_encrypted"], "relay.example.org", "mailer"):
         assert value not in caplog.text
     assert stored_row(app) == before
-    with app.app_context():
-        db.engine.dispose()
 
 
 # --- ETag and If-Match ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Issue 5: the page in a real Chromium (Debian's), driven by Playwright.
+"""The page in a real Chromium (Debian's), driven by Playwright.
 
 Without /usr/bin/chromium these tests skip with a message; CI installs it and sets
 REQUIRE_BROWSER_TESTS=1, which turns a missing browser into a failure.
@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 from flask import Flask
-
-from settings_ui.extensions import db
 
 from .conftest import LiveServer, make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD
@@ -59,8 +57,6 @@ def _serve(app: Flask) -> Iterator[LiveServer]:
     server = LiveServer(app)
     yield server
     server.stop()
-    with app.app_context():
-        db.engine.dispose()
 
 
 @pytest.fixture

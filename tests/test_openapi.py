@@ -1,4 +1,4 @@
-"""Issue 6: /openapi.json describes the API, and it stays true."""
+"""/openapi.json describes the API, and it stays true."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 7: health, reverse proxies, gunicorn, and the `flask email-settings` command line."""
+"""Health, reverse proxies, gunicorn, and the `flask email-settings` command line."""
 
 from __future__ import annotations
 
@@ -277,7 +277,6 @@ def test_cli_export_and_import_move_an_installation(tmp_path: Path, app: Flask, 
     assert (row["smtp_host"], row["username"]) == ("smtp.example.com", "mailer")
     with elsewhere.app_context():
         assert crypto.decrypt(row["password_encrypted"]) == EXAMPLE_PASSWORD
-        db.engine.dispose()
 
 
 def test_cli_export_refuses_a_short_passphrase_and_writes_nothing(

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from settings_ui import crypto
 from settings_ui.extensions import db
 
-from .conftest import make_app, stored_row
+from .conftest import make_app, stored_row, tracked
 from .helpers import EXAMPLE_PASSWORD, call
 from .processes import AppProcess
 
@@ -22,14 +22,10 @@ from .processes import AppProcess
 def test_settings_survive_a_restart_on_the_same_database(tmp_path: Path, configured: dict[str, Any]) -> None:
     # `configured` saved through the `app` fixture; a second app on the same files is a restart.
     restarted = make_app(tmp_path)
-    try:
-        result = call(restarted.test_client(), "show").get_json()["result"]
-        assert result == {k: v for k, v in configured.items() if k != "password"}
-        with restarted.app_context():
-            assert crypto.decrypt(stored_row(restarted)["password_encrypted"]) == EXAMPLE_PASSWORD
-    finally:
-        with restarted.app_context():
-            db.engine.dispose()
+    result = call(restarted.test_client(), "show").get_json()["result"]
+    assert result == {k: v for k, v in configured.items() if k != "password"}
+    with restarted.app_context():
+        assert crypto.decrypt(stored_row(restarted)["password_encrypted"]) == EXAMPLE_PASSWORD
 
 
 def test_the_database_file_holds_no_plaintext_password(tmp_path: Path, configured: dict[str, Any]) -> None:
@@ -76,10 +72,8 @@ def test_the_database_url_comes_from_the_environment(tmp_path: Path, monkeypatch
     monkeypatch.setenv("SETTINGS_UI_SQLALCHEMY_DATABASE_URI", f"sqlite:///{target}")
     from settings_ui import create_app
 
-    app = create_app({"TESTING": True}, instance_path=tmp_path / "instance")
+    app = tracked(create_app({"TESTING": True}, instance_path=tmp_path / "instance"))
     call(app.test_client(), "edit", {"smtp_host": "a.example.com", "smtp_port": 25, "from_email": "a@example.com"})
-    with app.app_context():
-        db.engine.dispose()
     assert target.exists()
     assert not (tmp_path / "instance" / "settings.db").exists()
 
@@ -87,7 +81,7 @@ def test_the_database_url_comes_from_the_environment(tmp_path: Path, monkeypatch
 def test_the_default_database_lives_in_the_instance_folder(tmp_path: Path) -> None:
     from settings_ui import create_app
 
-    app = create_app({"TESTING": True}, instance_path=tmp_path / "instance")
+    app = tracked(create_app({"TESTING": True}, instance_path=tmp_path / "instance"))
     assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'instance' / 'settings.db'}"
     assert (tmp_path / "instance" / "settings.db").exists()  # tables are created on first start
 
@@ -96,7 +90,7 @@ def test_the_instance_folder_is_created_when_missing(tmp_path: Path) -> None:
     target = tmp_path / "deep" / "instance"
     from settings_ui import create_app
 
-    create_app({"TESTING": True}, instance_path=target)
+    tracked(create_app({"TESTING": True}, instance_path=target))
     assert target.is_dir()
     assert os.access(target / "secret_key", os.R_OK)
 

@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from settings_ui import crypto, fields, operations, rules
-from settings_ui.extensions import db
 from settings_ui.operations import SettingsError
 
 from .conftest import make_app, stored_row
@@ -46,7 +45,6 @@ def service_app(tmp_path: Path) -> Iterator[Flask]:
     app = make_app(tmp_path)
     with app.app_context():
         yield app
-        db.engine.dispose()
 
 
 def _valid(settings_: operations.Settings) -> None:

@@ -1,4 +1,4 @@
-"""Issue 4: /email-settings/test against real SMTP servers, one test per failure class."""
+"""/email-settings/test against real SMTP servers, one test per failure class."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import datetime
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,11 +57,9 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 
 
 @pytest.fixture
-def app(tmp_path: Path, certificates: Certificates) -> Iterator[Flask]:
+def app(tmp_path: Path, certificates: Certificates) -> Flask:
     app = make_app(tmp_path, SMTP_TIMEOUT=TIMEOUT, SMTP_CA_FILE=str(certificates.ca_file))
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+    return app
 
 
 def configure(client: FlaskClient, port: int, **overrides: Any) -> None:
@@ -222,8 +219,6 @@ def test_an_untrusted_certificate_is_explained_and_allow_selfsigned_accepts_it(
         assert response.status_code == 200, response.get_json()
         assert "certificate not checked" in response.get_json()["result"]["steps"][3]["detail"]
     assert len(handler.received) == 1
-    with app.app_context():
-        db.engine.dispose()
 
 
 def test_an_expired_certificate(client: FlaskClient, certificates: Certificates) -> None:
@@ -340,14 +335,10 @@ def test_a_stored_password_under_another_key_is_explained(tmp_path: Path, certif
 
     first = make_app(tmp_path, SMTP_TIMEOUT=TIMEOUT)
     configure(first.test_client(), 2525, username="mailer", password=EXAMPLE_PASSWORD)
-    with first.app_context():
-        db.engine.dispose()
     (tmp_path / "instance" / "encryption.key").write_text(Fernet.generate_key().decode() + "\n")
     moved = make_app(tmp_path, SMTP_TIMEOUT=TIMEOUT)
     error = assert_error(send(moved.test_client()), 400, "password", "cannot be decrypted", "again")
     assert set(error["fields"]) == {"password"}
-    with moved.app_context():
-        db.engine.dispose()
 
 
 # --- The call itself -------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import base64
 import concurrent.futures
 import contextlib
 import errno
-import hashlib
 import hmac
 import smtplib
 import socket
@@ -30,9 +29,10 @@ from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Any
 
 from ..rules import printable
+from . import diagnosis
 
 if TYPE_CHECKING:
-    from cryptography import x509
+    pass
 
 # SASL mechanisms by preference. Over an unencrypted connection CRAM-MD5 first: it never
 # sends the password itself.
@@ -220,7 +220,6 @@ class _Conversation:
 
     def _explain(self, step: str, error: Exception) -> _StepFailed:
         """Turn a low-level exception into a cause and a fix a person can act on."""
-        where = f"{self.target.smtp_host}:{self.target.smtp_port}"
         # smtplib reports a socket time-out as a disconnect, so the clock decides.
         timed_out = (
             isinstance(error, _DeadlinePassed | TimeoutError)
@@ -228,37 +227,11 @@ class _Conversation:
             or time.monotonic() >= self.deadline - 0.05
             or "timed out" in str(error)
         )
+        target = self.target
+        where = f"{target.smtp_host}:{target.smtp_port}"
         if timed_out:
-            waited = f"{self.timeout:g} s"
-            if step == "ehlo" and self.target.encryption != "TLS":
-                return _StepFailed(
-                    f"{where} accepted the connection but sent no SMTP greeting within {waited}.",
-                    f"If port {self.target.smtp_port} expects TLS from the start (port 465 usually does), "
-                    "set encryption to TLS. Otherwise the server is overloaded or something between "
-                    "us holds the connection open.",
-                )
-            if step == "tls":
-                return _StepFailed(
-                    f"{where} did not answer the TLS handshake within {waited}.",
-                    f"If port {self.target.smtp_port} speaks plain SMTP, choose StartTLS (usually port 587) "
-                    "or Plain; for TLS use the server's TLS port (usually 465).",
-                )
-            return _StepFailed(
-                f"{where} did not answer within {waited} (the whole test may take at most SMTP_TIMEOUT).",
-                "Check that the host and port are right and that no firewall drops the traffic.",
-            )
-        if isinstance(error, smtplib.SMTPServerDisconnected | ConnectionResetError | BrokenPipeError):
-            return _StepFailed(
-                f"{where} closed the connection during {step}.",
-                "The server may limit connections from this machine, or expect another encryption on this port.",
-            )
-        if isinstance(error, ssl.SSLError):
-            return _StepFailed(f"The TLS connection to {where} failed: {error.reason or error}.")
-        if isinstance(error, smtplib.SMTPResponseException):
-            return _StepFailed(f"{where} answered {_reply(error.smtp_code, error.smtp_error)}.")
-        if isinstance(error, OSError):
-            return _StepFailed(f"A network error occurred talking to {where}: {error.strerror or error}.")
-        return _StepFailed(f"An unexpected error occurred during {step}: {type(error).__name__}.")
+            return _StepFailed(*diagnosis.timeout(step, where, target.smtp_port, target.encryption, self.timeout))
+        return _StepFailed(*diagnosis.error(step, error, where))
 
     # --- the steps ----------------------------------------------------------------------
 
@@ -352,17 +325,17 @@ class _Conversation:
             raise smtplib.SMTPServerDisconnected("no greeting")
         if code != 220:
             raise _StepFailed(
-                f"The server refused the session: {_reply(code, greeting)}.",
+                f"The server refused the session: {diagnosis.reply(code, greeting)}.",
                 "The server may not accept connections from this machine.",
             )
         code, reply = smtp.ehlo()
         if code != 250:
             code, reply = smtp.helo()
             if code != 250:
-                raise _StepFailed(f"The server rejected EHLO and HELO: {_reply(code, reply)}.")
-            return f"HELO accepted (server does not support EHLO): {_one_line(reply)}"
+                raise _StepFailed(f"The server rejected EHLO and HELO: {diagnosis.reply(code, reply)}.")
+            return f"HELO accepted (server does not support EHLO): {diagnosis.one_line(reply)}"
         extensions = ", ".join(sorted(name.upper() for name in smtp.esmtp_features)) or "none"
-        return f"greeting {_reply(220, greeting)}; extensions: {extensions}"
+        return f"greeting {diagnosis.reply(220, greeting)}; extensions: {extensions}"
 
     def _starttls(self) -> str:
         smtp = self._smtp()
@@ -374,7 +347,7 @@ class _Conversation:
             )
         code, reply = smtp.docmd("STARTTLS")
         if code != 220:
-            raise _StepFailed(f"The server refused STARTTLS: {_reply(code, reply)}.")
+            raise _StepFailed(f"The server refused STARTTLS: {diagnosis.reply(code, reply)}.")
         try:
             smtp.sock = self._tls_context().wrap_socket(smtp.sock, server_hostname=self.target.smtp_host)
         except ssl.SSLCertVerificationError as error:
@@ -387,7 +360,7 @@ class _Conversation:
         self.sock = smtp.sock
         code, reply = smtp.ehlo()
         if code != 250:
-            raise _StepFailed(f"The server rejected EHLO after STARTTLS: {_reply(code, reply)}.")
+            raise _StepFailed(f"The server rejected EHLO after STARTTLS: {diagnosis.reply(code, reply)}.")
         return self._tls_detail(smtp.sock)
 
     def _auth(self) -> str:
@@ -413,11 +386,11 @@ class _Conversation:
         code, reply = self._authenticate(smtp, mechanism)
         if code != 235:
             raise _StepFailed(
-                f"The server rejected the username or password ({mechanism}): {_reply(code, reply)}.",
+                f"The server rejected the username or password ({mechanism}): {diagnosis.reply(code, reply)}.",
                 "Check username and password (some providers need an app password for SMTP).",
             )
         warning = " (sent unencrypted: prefer StartTLS or TLS)" if self.target.encryption == "Plain" else ""
-        return f"signed in as {self.target.username}: {_reply(code, reply)}{warning}"
+        return f"signed in as {self.target.username}: {diagnosis.reply(code, reply)}{warning}"
 
     def _authenticate(self, smtp: smtplib.SMTP, mechanism: str) -> tuple[int, bytes]:
         """One SASL exchange; user name and password in UTF-8, as RFC 4616 and RFC 6531 allow."""
@@ -452,10 +425,10 @@ class _Conversation:
         code, reply = smtp.mail(self.target.from_email, options)
         if code != 250:
             raise _StepFailed(
-                f"The server refused the sender {self.target.from_email}: {_reply(code, reply)}.",
+                f"The server refused the sender {self.target.from_email}: {diagnosis.reply(code, reply)}.",
                 "Check from_email: many servers accept only addresses of the signed-in account or its domain.",
             )
-        return f"sender {self.target.from_email} accepted: {_reply(code, reply)}"
+        return f"sender {self.target.from_email} accepted: {diagnosis.reply(code, reply)}"
 
     def _rcpt_to(self) -> str:
         code, reply = self._smtp().rcpt(self.to)
@@ -466,10 +439,10 @@ class _Conversation:
                 else ""
             )
             raise _StepFailed(
-                f"The server refused the recipient {self.to}: {_reply(code, reply)}.",
+                f"The server refused the recipient {self.to}: {diagnosis.reply(code, reply)}.",
                 f"Check the recipient address.{hint}",
             )
-        return f"recipient {self.to} accepted: {_reply(code, reply)}"
+        return f"recipient {self.to} accepted: {diagnosis.reply(code, reply)}"
 
     def _data(self) -> str:
         message = build_message(self.target, self.to)
@@ -477,10 +450,12 @@ class _Conversation:
         try:
             code, reply = smtp.data(message.as_bytes())
         except smtplib.SMTPDataError as error:
-            raise _StepFailed(f"The server refused the message: {_reply(error.smtp_code, error.smtp_error)}.") from None
+            raise _StepFailed(
+                f"The server refused the message: {diagnosis.reply(error.smtp_code, error.smtp_error)}."
+            ) from None
         if code != 250:
-            raise _StepFailed(f"The server did not accept the message: {_reply(code, reply)}.")
-        return f"message {message['Message-ID']} accepted: {_reply(code, reply)}"
+            raise _StepFailed(f"The server did not accept the message: {diagnosis.reply(code, reply)}.")
+        return f"message {message['Message-ID']} accepted: {diagnosis.reply(code, reply)}"
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -524,33 +499,9 @@ class _Conversation:
         return f"{version}; certificate valid for {self.target.smtp_host}"
 
     def _certificate_failure(self, error: ssl.SSLCertVerificationError) -> _StepFailed:
-        host = self.target.smtp_host
+        cause, fix = diagnosis.certificate(error.verify_code, str(error.verify_message), self.target.smtp_host)
         details = self._fetch_certificate_details()
-        code = error.verify_code
-        described = f" Certificate: {details}." if details else ""
-        fix_trust = (
-            "If this is your own server and you trust it, turn on allow_selfsigned_certs "
-            "(accept self-signed certificates); better, give the server a certificate from a trusted authority."
-        )
-        if code == 10:
-            cause = "The server's certificate has expired."
-            fix = "Renew the server's certificate. " + fix_trust
-        elif code == 9:
-            cause = "The server's certificate is not valid yet (check the clocks)."
-            fix = fix_trust
-        elif code in (18, 19):
-            cause = f"The server's certificate is self-signed, so nothing vouches that this is really {host}."
-            fix = fix_trust
-        elif code in (2, 20, 21):
-            cause = "The server's certificate is signed by an authority this machine does not trust."
-            fix = fix_trust + " Or add that authority with SMTP_CA_FILE."
-        elif code in (62, 64):  # host name or IP address mismatch
-            cause = f"The server's certificate is not valid for the host name {host}."
-            fix = "Set smtp_host to a name the certificate lists. " + fix_trust
-        else:
-            cause = f"The server's certificate was rejected: {str(error.verify_message).rstrip('.')}."
-            fix = fix_trust
-        return _StepFailed(cause + described, fix)
+        return _StepFailed(cause + (f" Certificate: {details}." if details else ""), fix)
 
     def _fetch_certificate_details(self) -> str:
         """Connect once more without checking, only to show the person what the server presents."""
@@ -578,54 +529,8 @@ class _Conversation:
                     der = tls.getpeercert(binary_form=True)
         except (OSError, smtplib.SMTPException, _DeadlinePassed):
             return ""
-        return describe_certificate(der) if der else ""
-
-
-def describe_certificate(der: bytes) -> str:
-    """Subject, names, issuer, validity and SHA-256 fingerprint, in one line."""
-    from cryptography import x509  # only when a certificate is refused: kept out of start-up
-    from cryptography.x509.oid import ExtensionOID
-
-    certificate = x509.load_der_x509_certificate(der)
-    try:
-        names = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
-        listed = [str(n) for n in names.get_values_for_type(x509.DNSName)] + [
-            str(n) for n in names.get_values_for_type(x509.IPAddress)
-        ]
-    except x509.ExtensionNotFound:
-        listed = []
-    fingerprint = hashlib.sha256(der).hexdigest().upper()
-    fingerprint = ":".join(fingerprint[i : i + 2] for i in range(0, len(fingerprint), 2))
-    subject = _common_name(certificate.subject) or certificate.subject.rfc4514_string() or "(empty)"
-    issuer = _common_name(certificate.issuer) or certificate.issuer.rfc4514_string() or "(empty)"
-    parts = [f"subject {subject}"]
-    if listed:
-        parts.append(f"names {', '.join(listed)}")
-    parts += [
-        f"issuer {issuer}",
-        f"valid from {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
-        f"to {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
-        f"SHA-256 fingerprint {fingerprint}",
-    ]
-    return "; ".join(parts)
-
-
-def _common_name(name: x509.Name) -> str:
-    from cryptography.x509.oid import NameOID
-
-    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(values[0].value) if values else ""
+        return diagnosis.describe_certificate(der) if der else ""
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def _reply(code: int, text: bytes | str) -> str:
-    return f"{code} {_one_line(text)}".strip()
-
-
-def _one_line(text: bytes | str) -> str:
-    """A server's (possibly multi-line) reply on one line, cut to a readable length."""
-    message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-    return " ".join(message.split())[:300]
