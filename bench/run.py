@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Benchmark settings-ui against the framework's ceiling, in one run.
+"""Benchmark settings-ui against its references, in one run.
 
-Starts settings-ui under gunicorn (gunicorn.conf.py, 2 workers) beside bench/minimal_app.py
-(the same routes answering constants, same gunicorn settings), drives both with wrk, and
-prints requests per second and p99 latency for show, edit and the page, each as a ratio to
-the minimal app; then HTTP Basic against the logged-in session with an admin configured, and
-the start-up time of `python app.py`. Appends the run to bench/RESULTS.md.
+Starts settings-ui under gunicorn (gunicorn.conf.py, 2 workers) beside bench/references.py
+(a bare Flask route for show, the durable-write limit for edit, the textbook Flask-WTF page;
+same gunicorn settings), drives both with wrk without cookies (each request a first view),
+and prints requests per second and p99 latency for show, edit and the page, each as a ratio
+to its reference; then HTTP Basic against the logged-in session with an admin configured,
+and the start-up time of `python app.py` beside a bare `import flask, flask_sqlalchemy,
+flask_wtf`. Appends the run to bench/RESULTS.md.
 
     .venv/bin/python bench/run.py [--duration 5] [--connections 16] [--no-record]
 
@@ -48,10 +50,10 @@ SETTINGS = {
     "username": "mailer",
     "password": "not-a-real-password",
 }
-TARGETS = {"show": 0.6, "page": 0.4, "edit": 0.3}
-P99_LIMIT_MS = 50.0
+TARGETS = {"show": 0.6, "page": 0.8, "edit": 0.7}
+P99_LIMIT_MS = {"edit": 50.0}
 BASIC_TARGET = 0.8
-STARTUP_LIMIT_S = 1.0
+STARTUP_MARGIN_S = 0.3
 
 
 @dataclass
@@ -136,6 +138,16 @@ def session_cookie(url: str) -> str:
     return f"{cookie.name}={cookie.value}"
 
 
+def bare_import_seconds(runs: int = 5) -> float:
+    """Median time of a Python that imports Flask, Flask-SQLAlchemy and Flask-WTF and exits."""
+    times = []
+    for _ in range(runs):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import flask, flask_sqlalchemy, flask_wtf"], check=True)
+        times.append(time.monotonic() - started)
+    return statistics.median(times)
+
+
 def startup_seconds(instance: Path, runs: int = 5) -> float:
     """Median time from starting `python app.py` to its first answer, byte-compiled as after an install."""
     subprocess.run(
@@ -184,26 +196,28 @@ def main() -> None:
         instance = Path(scratch) / "instance"
         admin_instance = Path(scratch) / "admin-instance"
         startup = startup_seconds(Path(scratch) / "startup-instance")
+        bare = bare_import_seconds()
+        references_env = base_env(instance, BENCH_DATABASE=str(Path(scratch) / "references.db"))
         show_body, edit_body = json.dumps({"params": {}}), json.dumps({"params": {"smtp_port": 587}})
         with (
-            gunicorn("minimal_app:app", base_env(instance), BENCH) as minimal,
+            gunicorn("references:app", references_env, BENCH) as reference,
             gunicorn("app:app", base_env(instance), PROJECT) as real,
         ):
             post(f"{real}/email-settings/edit", {"params": SETTINGS})
-            report(f"{'':8} {'settings-ui':>22} {'minimal app':>22} {'ratio':>7} {'target':>7}")
+            report(f"{'':8} {'settings-ui':>22} {'reference':>22} {'ratio':>7} {'target':>7}")
             for name, path, body in [
                 ("show", "/email-settings/show", show_body),
                 ("page", "/", None),
                 ("edit", "/email-settings/edit", edit_body),
             ]:
-                for url in (real, minimal):  # warm up both (imports, connections, compiled templates)
+                for url in (real, reference):  # warm up both (imports, connections, compiled templates)
                     wrk(url + path, args, body, seconds=1)
                 # Alternate, twice, and keep the better run of each: the machine is noisy.
-                runs = [(wrk(real + path, args, body), wrk(minimal + path, args, body)) for _ in range(2)]
+                runs = [(wrk(real + path, args, body), wrk(reference + path, args, body)) for _ in range(2)]
                 ours = max((run[0] for run in runs), key=lambda result: result.rps)
                 ceiling = max((run[1] for run in runs), key=lambda result: result.rps)
                 ratio = ours.rps / ceiling.rps
-                ok = ratio >= TARGETS[name] and ours.p99_ms < P99_LIMIT_MS
+                ok = ratio >= TARGETS[name] and ours.p99_ms < P99_LIMIT_MS.get(name, float("inf"))
                 report(
                     f"{name:8} {ours.rps:8.0f} rps {ours.p99_ms:6.1f} ms p99 "
                     f"{ceiling.rps:8.0f} rps {ceiling.p99_ms:6.1f} ms p99 {ratio:7.2f} {TARGETS[name]:7.2f}",
@@ -229,8 +243,9 @@ def main() -> None:
                 ratio >= BASIC_TARGET,
             )
         report(
-            f"python app.py ready in {startup:.2f} s (median of 5), target < {STARTUP_LIMIT_S} s",
-            startup < STARTUP_LIMIT_S,
+            f"python app.py ready in {startup:.2f} s, a bare import of flask, flask_sqlalchemy and flask_wtf "
+            f"{bare:.2f} s (medians of 5): {startup - bare:+.2f} s, target within {STARTUP_MARGIN_S} s",
+            startup - bare <= STARTUP_MARGIN_S,
         )
 
     if not args.no_record:
