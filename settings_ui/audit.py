@@ -47,15 +47,13 @@ _EVENTS = AuditEvent.__table__
 _IS_SIGN_IN = or_(*(_EVENTS.c.action == action for action in SIGN_IN_ACTIONS))
 _CHANGES = select(_EVENTS).where(not_(_IS_SIGN_IN)).order_by(_EVENTS.c.id.desc())
 _SIGN_INS = select(_EVENTS).where(_IS_SIGN_IN).order_by(_EVENTS.c.id.desc())
+_INSERT = insert(_EVENTS)
 
 
 def add(connection: Connection, action: str, actor: Actor, detail: str = "", at: datetime | None = None) -> None:
     """Add one event within the caller's transaction (a write and its record commit together)."""
-    connection.execute(
-        insert(_EVENTS).values(
-            at=at or datetime.now(UTC), actor=actor.name, address=actor.address, action=action, detail=detail
-        )
-    )
+    values = {"actor": actor.name, "address": actor.address, "action": action, "detail": detail}
+    connection.execute(_INSERT, {"at": at or datetime.now(UTC), **values})
 
 
 def record(action: str, actor: Actor, detail: str = "") -> None:

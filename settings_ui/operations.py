@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import audit, crypto, fields, rules
@@ -36,6 +36,10 @@ Row = dict[str, Any]
 
 _TABLE = EmailSettings.__table__
 _SELECT_ROW = select(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID)
+_LOCK_ROW = _SELECT_ROW.with_for_update()
+# Built once, with the values given at execution: SQLAlchemy then finds the compiled form in
+# its cache instead of building and coercing a new statement per write.
+_UPDATE_ROW = update(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID, _TABLE.c.version == bindparam("read_version"))
 _UNCONFIGURED_ROW: Row = {**fields.UNCONFIGURED, "password_encrypted": None}
 _WRITE_LOCK = threading.Lock()
 _TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", str: "a string"}
@@ -304,7 +308,7 @@ def _write_transaction() -> Iterator[tuple[Connection, Row]]:
             with engine.connect() as connection:  # rolled back on leaving, unless committed
                 if engine.dialect.name == "sqlite":
                     connection.exec_driver_sql("BEGIN IMMEDIATE")
-                row = connection.execute(_SELECT_ROW.with_for_update()).mappings().one()
+                row = connection.execute(_LOCK_ROW).mappings().one()
                 yield connection, dict(row)
                 connection.commit()
         except OperationalError as error:
@@ -336,9 +340,7 @@ _LOCK_FILES: dict[str, Any] = {}
 
 def _store(connection: Connection, row: Row, values: Mapping[str, Any]) -> None:
     """Write ``values`` over ``row``."""
-    updated = connection.execute(
-        update(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID, _TABLE.c.version == row["version"]).values(**values)
-    ).rowcount
+    updated = connection.execute(_UPDATE_ROW, {**values, "read_version": row["version"]}).rowcount
     if updated != 1:  # cannot happen under the row lock; never store silently wrong
         raise RuntimeError("the settings row changed under its write lock")
 
