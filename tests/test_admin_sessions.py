@@ -177,6 +177,30 @@ def test_parallel_guesses_get_three_password_checks_across_workers(tmp_path: Pat
     assert later == [429, 429]
 
 
+def test_parallel_calls_with_the_right_credentials_are_all_served(tmp_path: Path) -> None:
+    """A script's first burst of calls, on two fresh workers: none is taken for a guesser."""
+    server = GunicornProcess(tmp_path / "instance", admin_env())
+    statuses: list[int] = []
+    try:
+        start = threading.Barrier(24)
+
+        def call() -> None:
+            start.wait()
+            url = f"{server.url}/email-settings/show"
+            statuses.extend(
+                post_json(url, {"params": {}}, basic(ADMIN, ADMIN_PASSWORD), timeout=60)[0] for _ in range(3)
+            )
+
+        threads = [threading.Thread(target=call) for _ in range(24)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        server.stop()
+    assert Counter(statuses) == {200: 72}
+
+
 def test_past_ten_thousand_addresses_the_oldest_are_forgotten_first(app: Flask) -> None:
     with app.app_context():
         throttle = app.extensions["settings_ui.auth"]["throttle"]

@@ -153,7 +153,7 @@ class Credentials:
     """Checks the admin's user name and password, in constant time.
 
     A password hash is slow and memory-hungry on purpose (scrypt: 32 MiB each), so at
-    most ``parallel_checks`` run at once per process, and a verified pair is remembered
+    most ``parallel_checks`` run at once per process (``checking``), and a verified pair is remembered
     as a keyed digest (never the password itself): API clients sending Basic credentials
     with every call pay for the hash once.
     """
@@ -161,7 +161,8 @@ class Credentials:
     def __init__(self, parallel_checks: int = 2) -> None:
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
-        self._checking = threading.BoundedSemaphore(parallel_checks)
+        self.checking = threading.BoundedSemaphore(parallel_checks)
+        """Held around a password check (by the caller, with what the check depends on)."""
 
     def _digest(self, username: str, password: str) -> bytes:
         password_hash = str(current_app.config.get("ADMIN_PASSWORD_HASH") or "")
@@ -185,8 +186,7 @@ class Credentials:
             return False
         # Both checks always run, so a wrong user name takes as long as a wrong password.
         user_ok = hmac.compare_digest(username.encode(), expected_user.encode())
-        with self._checking:
-            password_ok = _check_hash(password_hash, password)
+        password_ok = _check_hash(password_hash, password)
         if user_ok and password_ok:
             with self._lock:
                 if len(self._verified) > 64:
@@ -267,16 +267,23 @@ def _sign_in_accepted(username: str, password: str, address: str, failure: str) 
     """
     throttle: LoginThrottle = _state()["throttle"]
     credentials: Credentials = _state()["credentials"]
-    failures, wait = throttle.state(address)
-    if wait:
-        raise _too_many(wait)
+    # A pair verified before has no password left to guess: nothing to check, nothing to count.
     if credentials.remembered(username, password):
-        if failures:
-            throttle.reset(address)
         return True
-    if not throttle.reserve(address, failures):
-        raise _too_many(throttle.base_seconds)
-    if credentials.check(username, password):
+    with credentials.checking:  # at most a few password hashes at once in this process
+        if credentials.remembered(username, password):  # verified while this one waited
+            return True
+        # Losing a race to another attempt from this address only means reading the count again.
+        for _ in range(throttle.free_failures + 1):
+            failures, wait = throttle.state(address)
+            if wait:
+                raise _too_many(wait)
+            if throttle.reserve(address, failures):
+                break
+        else:
+            raise _too_many(throttle.base_seconds)
+        accepted = credentials.check(username, password)
+    if accepted:
         throttle.reset(address)
         return True
     audit.record(failure, Actor(_named_user(username), address))
