@@ -74,7 +74,7 @@ _connections = threading.local()
 
 def _connection() -> sqlite3.Connection:
     if not hasattr(_connections, "value"):
-        _connections.value = sqlite3.connect(DATABASE, timeout=15)
+        _connections.value = sqlite3.connect(DATABASE, timeout=15, isolation_level=None)
         _connections.value.execute("PRAGMA journal_mode=WAL")
     return _connections.value
 
@@ -87,8 +87,10 @@ def show():  # type: ignore[no-untyped-def]
 @app.post("/email-settings/edit")
 def edit():  # type: ignore[no-untyped-def]
     connection = _connection()
+    # The write lock from the start: a deferred transaction that must upgrade can fail at once.
+    connection.execute("BEGIN IMMEDIATE")
     connection.execute("UPDATE email_settings SET smtp_port = ? WHERE id = 1", (587,))
-    connection.commit()
+    connection.execute("COMMIT")
     return jsonify({"result": SETTINGS, "successful": True})
 
 
