@@ -1,4 +1,4 @@
-"""The settings page: a server-rendered form that saves through the service layer."""
+"""The settings page: a server-rendered form that saves through the operations, as the API does."""
 
 from __future__ import annotations
 
