@@ -51,8 +51,8 @@ class AuditEvent(db.Model):
 class LoginFailure(db.Model):
     """Failed sign-ins from one client address, shared by every process of the app.
 
-    ``failures`` counts an attempt before its password is checked (and is reset when it
-    was right), so parallel attempts cannot all slip past the limit.
+    ``checking_until`` is the lease of the one attempt being checked: parallel attempts
+    wait for it, so they cannot all slip past the limit.
     """
 
     __tablename__ = "login_failure"
@@ -61,6 +61,7 @@ class LoginFailure(db.Model):
     failures: Mapped[int] = mapped_column(Integer)
     last_at: Mapped[float] = mapped_column(Float, index=True)
     """Seconds since the epoch: comparable across processes, unlike a monotonic clock."""
+    checking_until: Mapped[float] = mapped_column(Float)
 
 
 class AdminSession(db.Model):

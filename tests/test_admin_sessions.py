@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from bs4 import BeautifulSoup
 from flask import Flask
+from werkzeug.exceptions import TooManyRequests
 from werkzeug.security import generate_password_hash
 
 from settings_ui.extensions import db
@@ -206,17 +207,21 @@ def test_past_ten_thousand_addresses_the_oldest_are_forgotten_first(app: Flask) 
         throttle = app.extensions["settings_ui.auth"]["throttle"]
         throttle.max_addresses = 5
         for number in range(8):
-            assert throttle.reserve(f"192.0.2.{number}", 0)
+            assert throttle.begin_check(f"192.0.2.{number}", lambda: False)
+            throttle.end_check(f"192.0.2.{number}", accepted=False)
             time.sleep(0.01)
         kept = {row.address for row in db.session.query(LoginFailure)}
     assert kept == {f"192.0.2.{number}" for number in range(3, 8)}
 
 
-@pytest.mark.parametrize("failures", [0, 1])
-def test_an_attempt_counted_in_between_is_not_checked(app: Flask, failures: int) -> None:
+def test_an_attempt_waits_for_the_one_being_checked(app: Flask) -> None:
     with app.app_context():
         throttle = app.extensions["settings_ui.auth"]["throttle"]
-        for _ in range(failures):
-            assert throttle.reserve("192.0.2.1", 0)
-        assert throttle.reserve("192.0.2.1", failures)  # this one read the count first...
-        assert not throttle.reserve("192.0.2.1", failures)  # ...so this one, which read the same, loses
+        throttle.patience_seconds = 0.3
+        assert throttle.begin_check("192.0.2.1", lambda: False)  # being checked...
+        # ...so another attempt from the address waits: it is settled by the first, or refused.
+        assert throttle.begin_check("192.0.2.1", lambda: True) is False
+        with pytest.raises(TooManyRequests):
+            throttle.begin_check("192.0.2.1", lambda: False)
+        throttle.end_check("192.0.2.1", accepted=False)
+        assert throttle.begin_check("192.0.2.1", lambda: False)  # the next one, after the first failed

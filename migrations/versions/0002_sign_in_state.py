@@ -20,6 +20,7 @@ def upgrade() -> None:
         sa.Column("address", sa.String(length=64), nullable=False),
         sa.Column("failures", sa.Integer(), nullable=False),
         sa.Column("last_at", sa.Float(), nullable=False),
+        sa.Column("checking_until", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("address"),
     )
     op.create_index(op.f("ix_login_failure_last_at"), "login_failure", ["last_at"], unique=False)

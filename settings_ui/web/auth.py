@@ -14,6 +14,7 @@ import ipaddress
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -84,12 +85,12 @@ def is_loopback(address: str | None) -> bool:
 
 class LoginThrottle:
     """Slows down repeated failed sign-ins from one address, for every process of the app
-    (the count is in the database): past the first few failures, each one doubles the wait
+    (the state is in the database): past the first few failures, each one doubles the wait
     before the next attempt is even checked.
 
-    An attempt is counted before its password is checked and the count is reset when it
-    was right, with a compare-and-set on the count: of parallel attempts from one address,
-    only those that find the count as they read it are checked; the rest are refused.
+    One attempt per address is checked at a time, under a lease taken by compare-and-set;
+    parallel attempts wait for it (a right one is then remembered, a wrong one counted), so
+    a burst of guesses gets no more checks than sequential ones would.
     """
 
     def __init__(
@@ -99,48 +100,79 @@ class LoginThrottle:
         max_seconds: float = 300.0,
         max_addresses: int = 10_000,
         forget_after: float = 24 * 3600,
+        lease_seconds: float = 30.0,
+        patience_seconds: float = 5.0,
     ):
         self.free_failures = free_failures
         self.base_seconds = base_seconds
         self.max_seconds = max_seconds
         self.max_addresses = max_addresses
         self.forget_after = forget_after
+        self.lease_seconds = lease_seconds  # a check that died with its process frees the address after this
+        self.patience_seconds = patience_seconds  # how long an attempt waits for another one's check
 
-    def state(self, address: str) -> tuple[int, float]:
-        """The failures counted against ``address``, and how long it must still wait (0: go ahead)."""
-        with db.engine.connect() as connection:
-            row = connection.execute(
-                select(_FAILURES.c.failures, _FAILURES.c.last_at).where(_FAILURES.c.address == address)
-            ).first()
-        if row is None:
-            return 0, 0.0
-        delay = 0.0
-        if row.failures >= self.free_failures:
-            delay = min(self.base_seconds * 2 ** (row.failures - self.free_failures), self.max_seconds)
-        return row.failures, max(0.0, row.last_at + delay - time.time())
+    def begin_check(self, address: str, settled: Callable[[], bool]) -> bool:
+        """Take the lease to check one attempt from ``address``: True, then call :meth:`end_check`.
 
-    def reserve(self, address: str, failures: int) -> bool:
-        """Count one more attempt for ``address``, which had ``failures``; False when another
-        attempt from it was counted in between (that one is checked, this one is not)."""
-        now = time.time()
-        try:
-            with db.engine.begin() as connection:
-                if failures == 0:  # no row: a reset deletes it
-                    connection.execute(insert(_FAILURES).values(address=address, failures=1, last_at=now))
-                    self._forget_old(connection, now)
+        Waits while another attempt from it is being checked, returning False as soon as
+        ``settled()`` says this attempt needs no check any more (its pair was verified
+        meanwhile). Raises 429 while the address must wait after failures.
+        """
+        give_up = time.monotonic() + self.patience_seconds
+        while True:
+            now = time.time()
+            with db.engine.connect() as connection:
+                row = connection.execute(select(_FAILURES).where(_FAILURES.c.address == address)).first()
+            if row is not None and (wait := self._wait(row.failures, row.last_at, now)):
+                raise _too_many(wait)
+            if row is None or row.checking_until <= now:
+                if self._take_lease(address, row, now):
                     return True
-                counted = connection.execute(
+                continue  # another attempt took it first: look again
+            if settled():
+                return False
+            if time.monotonic() > give_up:
+                raise _too_many(self.base_seconds)
+            time.sleep(0.05)
+
+    def end_check(self, address: str, accepted: bool) -> None:
+        with db.engine.begin() as connection:
+            if accepted:
+                connection.execute(delete(_FAILURES).where(_FAILURES.c.address == address))
+            else:
+                connection.execute(
                     update(_FAILURES)
-                    .where(_FAILURES.c.address == address, _FAILURES.c.failures == failures)
-                    .values(failures=failures + 1, last_at=now)
+                    .where(_FAILURES.c.address == address)
+                    .values(failures=_FAILURES.c.failures + 1, last_at=time.time(), checking_until=0.0)
                 )
-                return counted.rowcount == 1
-        except IntegrityError:  # another attempt from this address inserted first
-            return False
 
     def reset(self, address: str) -> None:
         with db.engine.begin() as connection:
             connection.execute(delete(_FAILURES).where(_FAILURES.c.address == address))
+
+    def _wait(self, failures: int, last_at: float, now: float) -> float:
+        if failures < self.free_failures:
+            return 0.0
+        delay = min(self.base_seconds * 2 ** (failures - self.free_failures), self.max_seconds)
+        return max(0.0, last_at + delay - now)
+
+    def _take_lease(self, address: str, row: Any, now: float) -> bool:
+        until = now + self.lease_seconds
+        try:
+            with db.engine.begin() as connection:
+                if row is None:
+                    values = {"address": address, "failures": 0, "last_at": now, "checking_until": until}
+                    connection.execute(insert(_FAILURES).values(**values))
+                    self._forget_old(connection, now)
+                    return True
+                taken = connection.execute(
+                    update(_FAILURES)
+                    .where(_FAILURES.c.address == address, _FAILURES.c.checking_until == row.checking_until)
+                    .values(checking_until=until)
+                )
+                return taken.rowcount == 1
+        except IntegrityError:  # another attempt from this address inserted first
+            return False
 
     def _forget_old(self, connection: Connection, now: float) -> None:
         # Bounded under a spray of addresses: the oldest go first, not everyone's count at once.
@@ -270,21 +302,16 @@ def _sign_in_accepted(username: str, password: str, address: str, failure: str) 
     # A pair verified before has no password left to guess: nothing to check, nothing to count.
     if credentials.remembered(username, password):
         return True
-    with credentials.checking:  # at most a few password hashes at once in this process
-        if credentials.remembered(username, password):  # verified while this one waited
-            return True
-        # Losing a race to another attempt from this address only means reading the count again.
-        for _ in range(throttle.free_failures + 1):
-            failures, wait = throttle.state(address)
-            if wait:
-                raise _too_many(wait)
-            if throttle.reserve(address, failures):
-                break
-        else:
-            raise _too_many(throttle.base_seconds)
-        accepted = credentials.check(username, password)
+    if not throttle.begin_check(address, lambda: credentials.remembered(username, password)):
+        return True  # verified by another attempt while this one waited
+    try:
+        with credentials.checking:  # at most a few password hashes at once in this process
+            accepted = credentials.check(username, password)
+    except BaseException:
+        throttle.end_check(address, accepted=False)
+        raise
+    throttle.end_check(address, accepted)
     if accepted:
-        throttle.reset(address)
         return True
     audit.record(failure, Actor(_named_user(username), address))
     return False
