@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import BadRequest, Forbidden
 
+from .auth import admin_configured
+
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 """What ``TRUSTED_HOSTS`` is while no admin is configured (on any port)."""
 
@@ -73,8 +75,7 @@ def _configured_hosts(app: Flask) -> list[str] | None:
     loopback names without an admin account, any name with one (its login protects it)."""
     configured = app.config.get("TRUSTED_HOSTS")
     if configured is None:
-        admin = app.config.get("ADMIN_USERNAME") and app.config.get("ADMIN_PASSWORD_HASH")
-        return None if admin else list(LOOPBACK_HOSTS)
+        return None if admin_configured(app) else list(LOOPBACK_HOSTS)
     if isinstance(configured, str):
         return [name.strip() for name in configured.split(",") if name.strip()]
     return list(configured)
