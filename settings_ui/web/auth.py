@@ -136,15 +136,16 @@ class LoginThrottle:
             time.sleep(0.05)
 
     def end_check(self, address: str, accepted: bool) -> None:
+        """Release the lease: a right attempt clears the address, a wrong one is counted."""
+        if accepted:
+            self.reset(address)
+            return
         with db.engine.begin() as connection:
-            if accepted:
-                connection.execute(delete(_FAILURES).where(_FAILURES.c.address == address))
-            else:
-                connection.execute(
-                    update(_FAILURES)
-                    .where(_FAILURES.c.address == address)
-                    .values(failures=_FAILURES.c.failures + 1, last_at=time.time(), checking_until=0.0)
-                )
+            connection.execute(
+                update(_FAILURES)
+                .where(_FAILURES.c.address == address)
+                .values(failures=_FAILURES.c.failures + 1, last_at=time.time(), checking_until=0.0)
+            )
 
     def reset(self, address: str) -> None:
         with db.engine.begin() as connection:
