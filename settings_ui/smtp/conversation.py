@@ -2,44 +2,45 @@
 
 Every step (resolve, connect, tls or starttls, ehlo, auth, mail_from, rcpt_to, data)
 is timed and recorded. A failure names its step, says what went wrong in plain
-words and what to change. The whole conversation ends by the deadline whatever
-the server does: each blocking call gets the time that is left, and a watchdog
-shuts the socket when the deadline passes, so a server that drips one byte at a
-time cannot hold us either.
+words and what to change. The SMTP client is aiosmtplib; each step runs under
+``asyncio.timeout_at`` with the one deadline of the whole test, so a server that
+is silent, or drips one byte at a time, cannot hold the test past it.
+
+With implicit TLS the server greets us inside the same aiosmtplib call that makes the
+TLS handshake: the tls step's time includes the wait for the greeting.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import concurrent.futures
-import contextlib
 import errno
-import hmac
-import smtplib
 import socket
 import ssl
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import aiosmtplib
 
 from ..rules import printable
 from . import diagnosis
-
-if TYPE_CHECKING:
-    pass
 
 # SASL mechanisms by preference. Over an unencrypted connection CRAM-MD5 first: it never
 # sends the password itself.
 _AUTH_PREFERENCE = {False: ("PLAIN", "LOGIN", "CRAM-MD5"), True: ("CRAM-MD5", "PLAIN", "LOGIN")}
 
-# The resolver runs in this pool so that a hanging DNS look-up cannot outlive the deadline.
+# The resolver runs in its own pool: a hanging DNS look-up is abandoned at the deadline, and
+# the event loop's shutdown does not wait for it.
 _RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="smtp-resolve")
+
+# How long a polite QUIT may take after the test, within the deadline.
+_QUIT_WITHIN = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,6 @@ class _StepFailed(Exception):
         self.fix = printable(fix)
 
 
-class _DeadlinePassed(Exception):
-    pass
-
-
 def send(
     target: SmtpTarget,
     to: str,
@@ -114,7 +111,11 @@ def send(
     local_hostname: str | None = None,
 ) -> Report:
     """Send one test message to ``to`` through ``target``; never raises for an SMTP problem."""
-    return _Conversation(target, to, timeout, ca_file, local_hostname or socket.gethostname()).run()
+    conversation = _Conversation(target, to, timeout, ca_file, local_hostname or socket.gethostname())
+    # The conversation's event loop runs in a thread of its own, so that a caller that already
+    # runs a loop in this thread (an async host, Playwright's sync API) can call us as well.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="smtp-test") as runner:
+        return runner.submit(asyncio.run, conversation.run()).result()
 
 
 def build_message(target: SmtpTarget, to: str) -> EmailMessage:
@@ -148,34 +149,40 @@ class _Conversation:
         self.to = to
         self.timeout = timeout
         self.ca_file = ca_file
-        self.local_hostname = local_hostname
+        self.where = f"{target.smtp_host}:{target.smtp_port}"
         self.started = time.monotonic()
-        self.deadline = self.started + timeout
+        self.deadline = self.started + timeout  # the event loop's clock is time.monotonic
         self.steps: list[Step] = []
         self.addresses: list[tuple[Any, ...]] = []
         self.peer: tuple[Any, ...] | None = None  # the getaddrinfo entry we connected to
-        self.sock: socket.socket | None = None
-        self.smtp: smtplib.SMTP | None = None
-        self.watchdog: threading.Timer | None = None
-        self.deadline_hit = threading.Event()
+        self.sock: socket.socket | None = None  # until aiosmtplib takes it over
+        self.greeting: aiosmtplib.SMTPResponse | None = None
+        # With implicit TLS, a greeting that failed after a good handshake: the ehlo step reports it.
+        self.greeting_failure: aiosmtplib.SMTPConnectError | None = None
+        self.smtp = aiosmtplib.SMTP(
+            hostname=target.smtp_host, local_hostname=local_hostname, timeout=None, start_tls=False
+        )
 
     # --- the run ------------------------------------------------------------------------
 
-    def run(self) -> Report:
+    async def run(self) -> Report:
         target = self.target
         try:
-            self._step("resolve", self._resolve)
-            self._step("connect", self._connect)
+            await self._step("resolve", self._resolve)
+            await self._step("connect", self._connect)
             if target.encryption == "TLS":
-                self._step("tls", self._implicit_tls)
-            self._step("ehlo", self._greeting_and_ehlo)
+                await self._step("tls", self._implicit_tls)
+            else:
+                await self._step("ehlo", self._plain_greeting_and_ehlo)
+            if target.encryption == "TLS":
+                await self._step("ehlo", self._ehlo)
             if target.encryption == "StartTLS":
-                self._step("starttls", self._starttls)
+                await self._step("starttls", self._starttls)
             if target.username:
-                self._step("auth", self._auth)
-            self._step("mail_from", self._mail_from)
-            self._step("rcpt_to", self._rcpt_to)
-            self._step("data", self._data)
+                await self._step("auth", self._auth)
+            await self._step("mail_from", self._mail_from)
+            await self._step("rcpt_to", self._rcpt_to)
+            await self._step("data", self._data)
         except _StepFailed as failure:
             step = self.steps[-1].name
             message = f"The test email was not sent: the {step} step failed. {failure.cause}"
@@ -183,34 +190,33 @@ class _Conversation:
                 message += f" {failure.fix}"
             return Report(False, self.steps, self._elapsed_ms(), message)
         finally:
-            self._close()
+            await self._close()
         return Report(
             True,
             self.steps,
             self._elapsed_ms(),
-            f"The test email to {self.to} was accepted by {target.smtp_host}:{target.smtp_port}.",
+            f"The test email to {self.to} was accepted by {self.where}.",
         )
 
     def _elapsed_ms(self) -> int:
         return round((time.monotonic() - self.started) * 1000)
 
-    def _remaining(self) -> float:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise _DeadlinePassed
-        return left
-
-    def _step(self, name: str, action: Callable[[], str]) -> None:
+    async def _step(self, name: str, action: Callable[[], Awaitable[str]]) -> None:
         started = time.monotonic()
         try:
-            if self.sock is not None:
-                self._current_socket().settimeout(self._remaining())
-            detail = action()
+            async with asyncio.timeout_at(self.deadline):
+                detail = await action()
         except _StepFailed as failure:
             self._record(name, started, False, failure.cause)
             raise
+        except TimeoutError:
+            failure = _StepFailed(
+                *diagnosis.timeout(name, self.where, self.target.smtp_port, self.target.encryption, self.timeout)
+            )
+            self._record(name, started, False, failure.cause)
+            raise failure from None
         except Exception as error:
-            failure = self._explain(name, error)
+            failure = _StepFailed(*diagnosis.error(name, error, self.where))
             self._record(name, started, False, failure.cause)
             raise failure from None
         self._record(name, started, True, detail)
@@ -218,29 +224,16 @@ class _Conversation:
     def _record(self, name: str, started: float, ok: bool, detail: str) -> None:
         self.steps.append(Step(name, ok, round((time.monotonic() - started) * 1000), printable(detail)))
 
-    def _explain(self, step: str, error: Exception) -> _StepFailed:
-        """Turn a low-level exception into a cause and a fix a person can act on."""
-        # smtplib reports a socket time-out as a disconnect, so the clock decides.
-        timed_out = (
-            isinstance(error, _DeadlinePassed | TimeoutError)
-            or self.deadline_hit.is_set()
-            or time.monotonic() >= self.deadline - 0.05
-            or "timed out" in str(error)
-        )
-        target = self.target
-        where = f"{target.smtp_host}:{target.smtp_port}"
-        if timed_out:
-            return _StepFailed(*diagnosis.timeout(step, where, target.smtp_port, target.encryption, self.timeout))
-        return _StepFailed(*diagnosis.error(step, error, where))
-
     # --- the steps ----------------------------------------------------------------------
 
-    def _resolve(self) -> str:
+    async def _resolve(self) -> str:
         host, port = self.target.smtp_host, self.target.smtp_port
-        future = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        lookup = asyncio.get_running_loop().run_in_executor(
+            _RESOLVER, lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        )
         try:
-            self.addresses = future.result(timeout=self._remaining())
-        except concurrent.futures.TimeoutError:
+            self.addresses = await lookup
+        except TimeoutError:
             raise _StepFailed(
                 f"Looking up {host} did not finish within {self.timeout:g} s.",
                 "The DNS server of this machine is not answering: check its resolver settings.",
@@ -257,37 +250,38 @@ class _Conversation:
         unique = list(dict.fromkeys(info[4][0] for info in self.addresses))
         return f"{host} → {', '.join(unique)}"
 
-    def _connect(self) -> str:
-        where = f"{self.target.smtp_host}:{self.target.smtp_port}"
+    async def _connect(self) -> str:
+        loop = asyncio.get_running_loop()
         last_error: OSError | None = None
-        for index, (family, kind, proto, _name, address) in enumerate(self.addresses):
+        for index, (family, kind, proto, name, address) in enumerate(self.addresses):
             # Share the time left fairly among the addresses still to try.
-            budget = self._remaining() / (len(self.addresses) - index)
+            budget = (self.deadline - time.monotonic()) / (len(self.addresses) - index)
             sock = socket.socket(family, kind, proto)
-            sock.settimeout(budget)
+            sock.setblocking(False)
             try:
-                sock.connect(address)
-            except OSError as error:
+                async with asyncio.timeout(budget):
+                    await loop.sock_connect(sock, address)
+            except OSError as error:  # TimeoutError included
                 sock.close()
                 last_error = error
                 continue
             self.sock = sock
-            self.peer = (family, kind, proto, _name, address)
-            self._start_watchdog()
+            self.peer = (family, kind, proto, name, address)
             return f"connected to {address[0]} port {address[1]}"
+        port = self.target.smtp_port
         if isinstance(last_error, ConnectionRefusedError):
             raise _StepFailed(
-                f"{where} refused the connection: nothing accepts connections on port {self.target.smtp_port}.",
+                f"{self.where} refused the connection: nothing accepts connections on port {port}.",
                 "Check smtp_port (usually 587 for StartTLS, 465 for TLS, 25 for Plain) and that the server runs.",
             )
-        if isinstance(last_error, TimeoutError | socket.timeout):
+        if isinstance(last_error, TimeoutError):
             raise _StepFailed(
-                f"{where} did not accept the connection within {self.timeout:g} s.",
+                f"{self.where} did not accept the connection within {self.timeout:g} s.",
                 "A firewall may be dropping the traffic, or the host or port is wrong.",
             )
         if last_error is not None and last_error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-            raise _StepFailed(f"{where} cannot be reached from this machine (no route to it).", "Check smtp_host.")
-        raise _StepFailed(f"Connecting to {where} failed: {getattr(last_error, 'strerror', None) or last_error}.")
+            raise _StepFailed(f"{self.where} cannot be reached from this machine (no route to it).", "Check smtp_host.")
+        raise _StepFailed(f"Connecting to {self.where} failed: {getattr(last_error, 'strerror', None) or last_error}.")
 
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
@@ -298,82 +292,96 @@ class _Conversation:
             context.verify_mode = ssl.CERT_NONE
         return context
 
-    def _implicit_tls(self) -> str:
-        assert self.sock is not None
+    async def _implicit_tls(self) -> str:
         try:
-            self.sock = self._tls_context().wrap_socket(self.sock, server_hostname=self.target.smtp_host)
-        except ssl.SSLCertVerificationError as error:
-            raise self._certificate_failure(error) from None
-        except ssl.SSLError as error:
-            answer = "answered in plain text" if error.reason == "WRONG_VERSION_NUMBER" else error.reason or error
-            raise _StepFailed(
-                f"{self.target.smtp_host}:{self.target.smtp_port} did not speak TLS ({answer}).",
-                f"Port {self.target.smtp_port} seems to expect plain SMTP: choose StartTLS (usually port 587), "
-                "or keep TLS and use the server's TLS port (usually 465).",
-            ) from None
-        return self._tls_detail(self.sock)
+            self.greeting = await self._open(use_tls=True, tls_context=self._tls_context())
+        except aiosmtplib.SMTPConnectError as error:
+            handshake_error = error.__cause__
+            if isinstance(handshake_error, ssl.SSLCertVerificationError):
+                raise await self._certificate_failure(handshake_error) from None
+            if isinstance(handshake_error, ssl.SSLError):
+                reason = handshake_error.reason
+                answer = "answered in plain text" if reason == "WRONG_VERSION_NUMBER" else reason or handshake_error
+                raise _StepFailed(
+                    f"{self.where} did not speak TLS ({answer}).",
+                    f"Port {self.target.smtp_port} seems to expect plain SMTP: choose StartTLS (usually port 587), "
+                    "or keep TLS and use the server's TLS port (usually 465).",
+                ) from None
+            if isinstance(handshake_error, OSError):
+                raise _StepFailed(*diagnosis.error("tls", handshake_error, self.where)) from None
+            self.greeting_failure = error
+            return f"TLS established; {self._certificate_state()}"
+        return self._tls_detail()
 
-    def _greeting_and_ehlo(self) -> str:
-        assert self.sock is not None
-        sock = self.sock
-        smtp = smtplib.SMTP(local_hostname=self.local_hostname, timeout=self._remaining())
-        smtp._host = self.target.smtp_host  # type: ignore[attr-defined]  # for STARTTLS's host name check
-        smtp.sock = sock
-        self.smtp = smtp
-        code, greeting = smtp.getreply()
-        if code == -1:
-            raise smtplib.SMTPServerDisconnected("no greeting")
-        if code != 220:
+    async def _plain_greeting_and_ehlo(self) -> str:
+        try:
+            self.greeting = await self._open(use_tls=False)
+        except aiosmtplib.SMTPConnectError as error:
+            self._explain_greeting_failure(error)
+        return await self._ehlo()
+
+    async def _open(self, **tls: Any) -> aiosmtplib.SMTPResponse:
+        """Hand our connected socket to aiosmtplib and read the server's greeting."""
+        sock, self.sock = self.sock, None
+        return await self.smtp.connect(sock=sock, **tls)
+
+    def _explain_greeting_failure(self, error: aiosmtplib.SMTPConnectError) -> None:
+        if isinstance(error, aiosmtplib.SMTPConnectResponseError):
             raise _StepFailed(
-                f"The server refused the session: {diagnosis.reply(code, greeting)}.",
+                f"The server refused the session: {diagnosis.reply(error.code, error.message)}.",
                 "The server may not accept connections from this machine.",
-            )
-        code, reply = smtp.ehlo()
-        if code != 250:
-            code, reply = smtp.helo()
-            if code != 250:
-                raise _StepFailed(f"The server rejected EHLO and HELO: {diagnosis.reply(code, reply)}.")
-            return f"HELO accepted (server does not support EHLO): {diagnosis.one_line(reply)}"
-        extensions = ", ".join(sorted(name.upper() for name in smtp.esmtp_features)) or "none"
-        return f"greeting {diagnosis.reply(220, greeting)}; extensions: {extensions}"
+            ) from None
+        raise _StepFailed(*diagnosis.error("ehlo", error.__cause__ or error, self.where)) from None
 
-    def _starttls(self) -> str:
-        smtp = self._smtp()
-        if not smtp.has_extn("starttls"):
+    async def _ehlo(self) -> str:
+        if self.greeting_failure is not None:
+            self._explain_greeting_failure(self.greeting_failure)
+        assert self.greeting is not None
+        try:
+            await self.smtp.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            try:
+                reply = await self.smtp.helo()
+            except aiosmtplib.SMTPHeloError as error:
+                raise _StepFailed(
+                    f"The server rejected EHLO and HELO: {diagnosis.reply(error.code, error.message)}."
+                ) from None
+            return f"HELO accepted (server does not support EHLO): {diagnosis.one_line(reply.message)}"
+        extensions = ", ".join(sorted(name.upper() for name in self.smtp.esmtp_extensions)) or "none"
+        return f"greeting {diagnosis.reply(self.greeting.code, self.greeting.message)}; extensions: {extensions}"
+
+    async def _starttls(self) -> str:
+        smtp = self.smtp
+        if not smtp.supports_extension("starttls"):
             raise _StepFailed(
-                f"{self.target.smtp_host}:{self.target.smtp_port} does not offer STARTTLS, "
+                f"{self.where} does not offer STARTTLS, "
                 "so the test stopped instead of sending your credentials and mail unencrypted.",
                 "Use TLS (usually port 465) if the server has it, or the server's submission port (usually 587).",
             )
-        code, reply = smtp.docmd("STARTTLS")
-        if code != 220:
-            raise _StepFailed(f"The server refused STARTTLS: {diagnosis.reply(code, reply)}.")
         try:
-            smtp.sock = self._tls_context().wrap_socket(smtp.sock, server_hostname=self.target.smtp_host)
+            await smtp.starttls(tls_context=self._tls_context(), server_hostname=self.target.smtp_host)
         except ssl.SSLCertVerificationError as error:
-            raise self._certificate_failure(error) from None
-        smtp.file = None
-        # What the server said before encryption no longer counts.
-        smtp.helo_resp = smtp.ehlo_resp = None
-        smtp.esmtp_features = {}
-        smtp.does_esmtp = False
-        self.sock = smtp.sock
-        code, reply = smtp.ehlo()
-        if code != 250:
-            raise _StepFailed(f"The server rejected EHLO after STARTTLS: {diagnosis.reply(code, reply)}.")
-        return self._tls_detail(smtp.sock)
+            raise await self._certificate_failure(error) from None
+        except aiosmtplib.SMTPResponseException as error:
+            raise _StepFailed(f"The server refused STARTTLS: {diagnosis.reply(error.code, error.message)}.") from None
+        try:
+            await smtp.ehlo()  # what the server said before encryption no longer counts
+        except aiosmtplib.SMTPHeloError as error:
+            raise _StepFailed(
+                f"The server rejected EHLO after STARTTLS: {diagnosis.reply(error.code, error.message)}."
+            ) from None
+        return self._tls_detail()
 
-    def _auth(self) -> str:
-        smtp = self._smtp()
-        if not smtp.has_extn("auth"):
-            unencrypted = self.target.encryption == "Plain"
+    async def _auth(self) -> str:
+        smtp = self.smtp
+        if not smtp.supports_extension("auth"):
             raise _StepFailed(
                 "The server does not offer AUTH (signing in) on this connection.",
                 "Many servers offer it only over an encrypted connection: choose StartTLS or TLS."
-                if unencrypted
+                if self.target.encryption == "Plain"
                 else "If the server needs no sign-in, clear the username and the password.",
             )
-        offered = smtp.esmtp_features.get("auth", "").upper().split()
+        offered = [name.upper() for name in smtp.server_auth_methods]
         preferred = _AUTH_PREFERENCE[self.target.encryption == "Plain"]
         mechanism = next((name for name in preferred if name in offered), None)
         if mechanism is None:
@@ -383,154 +391,123 @@ class _Conversation:
             )
         # One attempt only: a second try with the same wrong password counts as another
         # failed login on the server (and may lock the account).
-        code, reply = self._authenticate(smtp, mechanism)
-        if code != 235:
+        authenticate = {"PLAIN": smtp.auth_plain, "LOGIN": smtp.auth_login, "CRAM-MD5": smtp.auth_crammd5}[mechanism]
+        try:
+            reply = await authenticate(self.target.username, self.target.password)
+        except aiosmtplib.SMTPAuthenticationError as error:
             raise _StepFailed(
-                f"The server rejected the username or password ({mechanism}): {diagnosis.reply(code, reply)}.",
+                f"The server rejected the username or password ({mechanism}): "
+                f"{diagnosis.reply(error.code, error.message)}.",
                 "Check username and password (some providers need an app password for SMTP).",
-            )
+            ) from None
         warning = " (sent unencrypted: prefer StartTLS or TLS)" if self.target.encryption == "Plain" else ""
-        return f"signed in as {self.target.username}: {diagnosis.reply(code, reply)}{warning}"
+        return f"signed in as {self.target.username}: {diagnosis.reply(reply.code, reply.message)}{warning}"
 
-    def _authenticate(self, smtp: smtplib.SMTP, mechanism: str) -> tuple[int, bytes]:
-        """One SASL exchange; user name and password in UTF-8, as RFC 4616 and RFC 6531 allow."""
-        user, password = self.target.username.encode(), self.target.password.encode()
-        if mechanism == "PLAIN":
-            code, reply = smtp.docmd("AUTH", "PLAIN " + _b64(b"\0" + user + b"\0" + password))
-            if code == 334:  # a server that wants the response on its own line
-                code, reply = smtp.docmd(_b64(b"\0" + user + b"\0" + password))
-            return code, reply
-        if mechanism == "LOGIN":
-            code, reply = smtp.docmd("AUTH", "LOGIN " + _b64(user))
-            if code == 334:
-                code, reply = smtp.docmd(_b64(password))
-            return code, reply
-        code, challenge = smtp.docmd("AUTH", "CRAM-MD5")
-        if code != 334:
-            return code, challenge
-        digest = hmac.new(password, base64.b64decode(challenge), "md5").hexdigest()
-        return smtp.docmd(_b64(user + b" " + digest.encode()))
-
-    def _mail_from(self) -> str:
-        smtp = self._smtp()
+    async def _mail_from(self) -> str:
+        sender = self.target.from_email
         options: list[str] = []
-        if not (self.target.from_email.isascii() and self.to.isascii()):
-            if not smtp.has_extn("smtputf8"):
+        if not (sender.isascii() and self.to.isascii()):
+            if not self.smtp.supports_extension("smtputf8"):
                 raise _StepFailed(
                     "An address contains non-ASCII characters, but the server does not support "
                     "international addresses (SMTPUTF8).",
                     "Use ASCII addresses with this server.",
                 )
             options = ["SMTPUTF8", "BODY=8BITMIME"]
-        code, reply = smtp.mail(self.target.from_email, options)
-        if code != 250:
+        try:
+            reply = await self.smtp.mail(sender, options=options, encoding="utf-8")
+        except aiosmtplib.SMTPSenderRefused as error:
             raise _StepFailed(
-                f"The server refused the sender {self.target.from_email}: {diagnosis.reply(code, reply)}.",
+                f"The server refused the sender {sender}: {diagnosis.reply(error.code, error.message)}.",
                 "Check from_email: many servers accept only addresses of the signed-in account or its domain.",
-            )
-        return f"sender {self.target.from_email} accepted: {diagnosis.reply(code, reply)}"
+            ) from None
+        return f"sender {sender} accepted: {diagnosis.reply(reply.code, reply.message)}"
 
-    def _rcpt_to(self) -> str:
-        code, reply = self._smtp().rcpt(self.to)
-        if code not in (250, 251):
+    async def _rcpt_to(self) -> str:
+        try:
+            reply = await self.smtp.rcpt(self.to, encoding="utf-8")
+        except aiosmtplib.SMTPRecipientRefused as error:
             hint = (
                 " Without signing in, many servers deliver only to their own domains: set a username and password."
                 if not self.target.username
                 else ""
             )
             raise _StepFailed(
-                f"The server refused the recipient {self.to}: {diagnosis.reply(code, reply)}.",
+                f"The server refused the recipient {self.to}: {diagnosis.reply(error.code, error.message)}.",
                 f"Check the recipient address.{hint}",
-            )
-        return f"recipient {self.to} accepted: {diagnosis.reply(code, reply)}"
-
-    def _data(self) -> str:
-        message = build_message(self.target, self.to)
-        smtp = self._smtp()
-        try:
-            code, reply = smtp.data(message.as_bytes())
-        except smtplib.SMTPDataError as error:
-            raise _StepFailed(
-                f"The server refused the message: {diagnosis.reply(error.smtp_code, error.smtp_error)}."
             ) from None
-        if code != 250:
-            raise _StepFailed(f"The server did not accept the message: {diagnosis.reply(code, reply)}.")
-        return f"message {message['Message-ID']} accepted: {diagnosis.reply(code, reply)}"
+        return f"recipient {self.to} accepted: {diagnosis.reply(reply.code, reply.message)}"
+
+    async def _data(self) -> str:
+        message = build_message(self.target, self.to)
+        try:
+            reply = await self.smtp.data(message.as_bytes())
+        except aiosmtplib.SMTPDataError as error:
+            refusal = diagnosis.reply(error.code, error.message)
+            raise _StepFailed(f"The server refused the message: {refusal}.") from None
+        return f"message {message['Message-ID']} accepted: {diagnosis.reply(reply.code, reply.message)}"
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _smtp(self) -> smtplib.SMTP:
-        assert self.smtp is not None
-        return self.smtp
-
-    def _current_socket(self) -> socket.socket:
-        current = self.smtp.sock if self.smtp is not None and self.smtp.sock is not None else self.sock
-        assert current is not None
-        return current
-
-    def _start_watchdog(self) -> None:
-        self.watchdog = threading.Timer(max(0.0, self.deadline - time.monotonic()), self._deadline_passed)
-        self.watchdog.daemon = True
-        self.watchdog.start()
-
-    def _deadline_passed(self) -> None:
-        self.deadline_hit.set()
-        with contextlib.suppress(OSError, AssertionError):
-            self._current_socket().shutdown(socket.SHUT_RDWR)
-
-    def _close(self) -> None:
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-        if self.smtp is not None and self.smtp.sock is not None and not self.deadline_hit.is_set():
+    async def _close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        transport = self.smtp.transport
+        if self.smtp.is_connected:
             try:
-                self.smtp.sock.settimeout(min(1.0, max(0.1, self.deadline - time.monotonic())))
-                self.smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                pass
-        for sock in (self.smtp.sock if self.smtp else None, self.sock):
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.close()
+                async with asyncio.timeout_at(min(self.deadline, time.monotonic() + _QUIT_WITHIN)):
+                    await self.smtp.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                pass  # TimeoutError included: the message, if any, was already accepted
+        await _hang_up(self.smtp, transport)
 
-    def _tls_detail(self, sock: Any) -> str:
-        version = sock.version() or "TLS"
+    def _certificate_state(self) -> str:
         if self.target.allow_selfsigned_certs:
-            return f"{version}; certificate not checked (allow_selfsigned_certs is on)"
-        return f"{version}; certificate valid for {self.target.smtp_host}"
+            return "certificate not checked (allow_selfsigned_certs is on)"
+        return f"certificate valid for {self.target.smtp_host}"
 
-    def _certificate_failure(self, error: ssl.SSLCertVerificationError) -> _StepFailed:
+    def _tls_detail(self) -> str:
+        version = self.smtp.get_transport_info("ssl_object").version() or "TLS"
+        return f"{version}; {self._certificate_state()}"
+
+    async def _certificate_failure(self, error: ssl.SSLCertVerificationError) -> _StepFailed:
         cause, fix = diagnosis.certificate(error.verify_code, str(error.verify_message), self.target.smtp_host)
-        details = self._fetch_certificate_details()
+        details = await self._fetch_certificate_details()
         return _StepFailed(cause + (f" Certificate: {details}." if details else ""), fix)
 
-    def _fetch_certificate_details(self) -> str:
+    async def _fetch_certificate_details(self) -> str:
         """Connect once more without checking, only to show the person what the server presents."""
         if self.peer is None:
             return ""
         family, kind, proto, _name, address = self.peer
-        try:
-            remaining = self._remaining()
-        except _DeadlinePassed:
-            return ""
         unchecked = ssl.create_default_context()
         unchecked.check_hostname = False
         unchecked.verify_mode = ssl.CERT_NONE
+        probe = aiosmtplib.SMTP(
+            hostname=self.target.smtp_host, local_hostname=self.smtp.local_hostname, timeout=None, start_tls=False
+        )
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
         try:
-            with socket.socket(family, kind, proto) as raw:
-                raw.settimeout(remaining)
-                raw.connect(address)
-                if self.target.encryption == "StartTLS":
-                    probe = smtplib.SMTP(local_hostname=self.local_hostname, timeout=remaining)
-                    probe.sock = raw
-                    probe.getreply()
-                    probe.ehlo()
-                    probe.docmd("STARTTLS")
-                with unchecked.wrap_socket(raw, server_hostname=self.target.smtp_host) as tls:
-                    der = tls.getpeercert(binary_form=True)
-        except (OSError, smtplib.SMTPException, _DeadlinePassed):
+            await asyncio.get_running_loop().sock_connect(sock, address)
+            if self.target.encryption == "StartTLS":
+                await probe.connect(sock=sock)
+                await probe.starttls(tls_context=unchecked)
+            else:
+                await probe.connect(sock=sock, use_tls=True, tls_context=unchecked)
+            der = probe.get_transport_info("ssl_object").getpeercert(binary_form=True)
+        except (OSError, aiosmtplib.SMTPException):
             return ""
+        finally:
+            await _hang_up(probe, probe.transport)
+            sock.close()
         return diagnosis.describe_certificate(der) if der else ""
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+async def _hang_up(client: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None) -> None:
+    """Drop the connection now, without TLS's closing handshake: the event loop ends with the
+    test, and a close that waits for the server would be left half done."""
+    client.close()
+    if isinstance(transport, asyncio.Transport):
+        transport.abort()
+    await asyncio.sleep(0)  # let the loop run the transport's own clean-up

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import smtplib
 import ssl
 from typing import TYPE_CHECKING
+
+import aiosmtplib
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -70,7 +71,7 @@ def timeout(step: str, where: str, port: int, encryption: str, seconds: float) -
         )
     if step == "tls":
         return (
-            f"{where} did not answer the TLS handshake within {waited}.",
+            f"{where} did not complete the TLS handshake and its SMTP greeting within {waited}.",
             f"If port {port} speaks plain SMTP, choose StartTLS (usually port 587) "
             "or Plain; for TLS use the server's TLS port (usually 465).",
         )
@@ -82,15 +83,15 @@ def timeout(step: str, where: str, port: int, encryption: str, seconds: float) -
 
 def error(step: str, problem: Exception, where: str) -> tuple[str, str]:
     """Cause and fix for an exception raised during ``step`` (a time-out aside)."""
-    if isinstance(problem, smtplib.SMTPServerDisconnected | ConnectionResetError | BrokenPipeError):
+    if isinstance(problem, aiosmtplib.SMTPServerDisconnected | ConnectionResetError | BrokenPipeError):
         return (
             f"{where} closed the connection during {step}.",
             "The server may limit connections from this machine, or expect another encryption on this port.",
         )
     if isinstance(problem, ssl.SSLError):
         return f"The TLS connection to {where} failed: {problem.reason or problem}.", ""
-    if isinstance(problem, smtplib.SMTPResponseException):
-        return f"{where} answered {reply(problem.smtp_code, problem.smtp_error)}.", ""
+    if isinstance(problem, aiosmtplib.SMTPResponseException):
+        return f"{where} answered {reply(problem.code, problem.message)}.", ""
     if isinstance(problem, OSError):
         return f"A network error occurred talking to {where}: {problem.strerror or problem}.", ""
     return f"An unexpected error occurred during {step}: {type(problem).__name__}.", ""
