@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 ENCRYPTIONS: tuple[str, ...] = ("Plain", "StartTLS", "TLS")
 """Connection types, in the spelling of the published API."""
@@ -116,4 +116,19 @@ def normalize_email(value: str) -> str:
     try:
         return validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError as error:
-        raise ValueError(f"is not a valid email address: {error}") from None
+        problem = error
+    local, _, domain = address.rpartition("@")
+    if _is_internal(domain):
+        # Internal names (corp.local, home.arpa, *.test, localhost) are common where this product
+        # runs; email-validator refuses them as special-use, so only their syntax is checked.
+        try:
+            checked = validate_email(f"{local}@example.com", check_deliverability=False)
+            return f"{checked.local_part}@{normalize_host(domain)}"
+        except (EmailNotValidError, ValueError):
+            pass
+    raise ValueError(f"is not a valid email address: {problem}") from None
+
+
+def _is_internal(domain: str) -> bool:
+    name = domain.lower().removesuffix(".")
+    return any(name == special or name.endswith("." + special) for special in SPECIAL_USE_DOMAIN_NAMES)

@@ -61,7 +61,11 @@ def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report
         raise TooManyTestsError(retry_after=math.ceil(float(config["SMTP_TIMEOUT"])))
     try:
         report = smtp.send(
-            target, to, timeout=float(config["SMTP_TIMEOUT"]), ca_file=config.get("SMTP_CA_FILE") or None
+            target,
+            to,
+            timeout=float(config["SMTP_TIMEOUT"]),
+            ca_file=config.get("SMTP_CA_FILE") or None,
+            ehlo_name=config.get("SMTP_EHLO_NAME") or None,
         )
     finally:
         running.release()

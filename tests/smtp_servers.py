@@ -80,12 +80,15 @@ class RecordingHandler:
 class Authenticator:
     """Accepts exactly one user name and password; counts the attempts."""
 
-    def __init__(self, username: str, password: str):
+    def __init__(self, username: str, password: str, *, temporary_failure: bool = False):
         self.username, self.password = username.encode(), password.encode()
+        self.temporary_failure = temporary_failure  # answer 454, as when the server's password store is down
         self.attempts = 0
 
     def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
         self.attempts += 1
+        if self.temporary_failure:
+            return AuthResult(success=False, handled=False, message="454 4.7.0 Temporary authentication failure")
         ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
             self.username,
             self.password,

@@ -259,10 +259,39 @@ def test_wrong_credentials(client: FlaskClient) -> None:
     assert handler.received == []
 
 
+def test_a_temporary_sign_in_failure_is_not_blamed_on_the_password(client: FlaskClient) -> None:
+    auth = Authenticator("mailer", EXAMPLE_PASSWORD, temporary_failure=True)
+    with smtp_server(authenticator=auth) as (port, handler):
+        configure(client, port, username="mailer", password=EXAMPLE_PASSWORD)
+        error = failed(send(client), "auth", "temporary", "454", "Try again", "not mean the password is wrong")
+    assert "rejected the username or password" not in error["message"]
+    assert auth.attempts == 1 and handler.received == []
+
+
 def test_sender_refused(client: FlaskClient) -> None:
     with smtp_server(RecordingHandler(refuse_sender=True)) as (port, _):
         configure(client, port)
         failed(send(client), "mail_from", f"refused the sender {SENDER}", "553", "check from_email".capitalize())
+
+
+@pytest.mark.parametrize(
+    ("reply", "named"),
+    [
+        ("554 5.7.1 <noreply@example.com>: Sender address rejected: not owned by user mailer", "Check from_email"),
+        ("550 5.7.60 SMTP; Client does not have permissions to send as this sender", "Check from_email"),
+        ("554 5.2.252 SendAsDenied; mailer@example.com not allowed to send as noreply@example.com", "from_email"),
+        ("553 5.1.8 <noreply@example.com>: Sender address rejected: Domain not found", "Check from_email"),
+        ("530 5.7.0 Must issue a STARTTLS command first", "set encryption to StartTLS"),
+        ("504 5.5.2 <vm>: Helo command rejected: need fully-qualified hostname", "SMTP_EHLO_NAME"),
+        ("450 4.7.1 <rcpt@example.org>: Recipient address rejected: greylisted, try again", "try again"),
+    ],
+)
+def test_a_refusal_at_rcpt_names_the_setting_the_reply_is_about(client: FlaskClient, reply: str, named: str) -> None:
+    with smtp_server(RecordingHandler(recipient_reply=reply)) as (port, handler):
+        configure(client, port)
+        error = failed(send(client), "rcpt_to", reply.split(" ", 1)[0], named)
+    assert "Check the recipient address" not in error["message"]
+    assert handler.received == []
 
 
 def test_recipient_refused(client: FlaskClient) -> None:

@@ -42,6 +42,14 @@ _RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_pre
 # How long a polite QUIT may take after the test, within the deadline.
 _QUIT_WITHIN = 1.0
 
+# A server that has not greeted within this long may be waiting for a TLS handshake (port 465
+# asked for StartTLS or Plain): a second connection tries one, so the answer comes in seconds,
+# not at the deadline.
+_GREETING_PATIENCE = 1.0
+
+# A certificate that expires sooner than this gets a warning on success.
+_EXPIRY_WARNING_DAYS = 21
+
 
 @dataclass(frozen=True)
 class SmtpTarget:
@@ -83,6 +91,7 @@ class Report:
     steps: list[Step]
     elapsed_ms: int
     message: str
+    warnings: list[str] = field(default_factory=list)
 
     def step_dicts(self) -> list[dict[str, Any]]:
         """The steps as the API lists them."""
@@ -108,10 +117,14 @@ def send(
     *,
     timeout: float,
     ca_file: str | None = None,
-    local_hostname: str | None = None,
+    ehlo_name: str | None = None,
 ) -> Report:
-    """Send one test message to ``to`` through ``target``; never raises for an SMTP problem."""
-    conversation = _Conversation(target, to, timeout, ca_file, local_hostname or socket.gethostname())
+    """Send one test message to ``to`` through ``target``; never raises for an SMTP problem.
+
+    ``ehlo_name`` is the name this machine gives in EHLO; by default its fully qualified domain
+    name, or the address literal of the connection's local end (``[192.0.2.1]``) when it has none.
+    """
+    conversation = _Conversation(target, to, timeout, ca_file, ehlo_name)
     # The conversation's event loop runs in a thread of its own, so that a caller that already
     # runs a loop in this thread (an async host, Playwright's sync API) can call us as well.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="smtp-test") as runner:
@@ -144,24 +157,23 @@ def build_message(target: SmtpTarget, to: str) -> EmailMessage:
 
 
 class _Conversation:
-    def __init__(self, target: SmtpTarget, to: str, timeout: float, ca_file: str | None, local_hostname: str):
+    def __init__(self, target: SmtpTarget, to: str, timeout: float, ca_file: str | None, ehlo_name: str | None):
         self.target = target
         self.to = to
         self.timeout = timeout
         self.ca_file = ca_file
-        self.where = f"{target.smtp_host}:{target.smtp_port}"
+        self.where = diagnosis.host_port(target.smtp_host, target.smtp_port)
         self.started = time.monotonic()
         self.deadline = self.started + timeout  # the event loop's clock is time.monotonic
         self.steps: list[Step] = []
+        self.warnings: list[str] = []
         self.addresses: list[tuple[Any, ...]] = []
         self.peer: tuple[Any, ...] | None = None  # the getaddrinfo entry we connected to
         self.sock: socket.socket | None = None  # until aiosmtplib takes it over
         self.greeting: aiosmtplib.SMTPResponse | None = None
         # With implicit TLS, a greeting that failed after a good handshake: the ehlo step reports it.
         self.greeting_failure: aiosmtplib.SMTPConnectError | None = None
-        self.smtp = aiosmtplib.SMTP(
-            hostname=target.smtp_host, local_hostname=local_hostname, timeout=None, start_tls=False
-        )
+        self.smtp = aiosmtplib.SMTP(hostname=target.smtp_host, local_hostname=ehlo_name, timeout=None, start_tls=False)
 
     # --- the run ------------------------------------------------------------------------
 
@@ -196,6 +208,7 @@ class _Conversation:
             self.steps,
             self._elapsed_ms(),
             f"The test email to {self.to} was accepted by {self.where}.",
+            self.warnings,
         )
 
     def _elapsed_ms(self) -> int:
@@ -267,7 +280,9 @@ class _Conversation:
                 continue
             self.sock = sock
             self.peer = (family, kind, proto, name, address)
-            return f"connected to {address[0]} port {address[1]}"
+            if self.smtp.local_hostname is None:
+                self.smtp.local_hostname = _default_ehlo_name(sock)
+            return f"connected to {diagnosis.host_port(address[0], address[1])}"
         port = self.target.smtp_port
         if isinstance(last_error, ConnectionRefusedError):
             raise _StepFailed(
@@ -314,11 +329,43 @@ class _Conversation:
         return self._tls_detail()
 
     async def _plain_greeting_and_ehlo(self) -> str:
+        greeting = asyncio.ensure_future(self._open(use_tls=False))
+        probe: asyncio.Future[bool] | None = None
         try:
-            self.greeting = await self._open(use_tls=False)
+            done, _ = await asyncio.wait({greeting}, timeout=_GREETING_PATIENCE)
+            if not done:
+                probe = asyncio.ensure_future(self._speaks_tls())
+                await asyncio.wait({greeting, probe}, return_when=asyncio.FIRST_COMPLETED)
+                if not greeting.done() and probe.result():
+                    raise _StepFailed(*diagnosis.expects_tls(self.where, self.target.smtp_port))
+            self.greeting = await greeting
         except aiosmtplib.SMTPConnectError as error:
             self._explain_greeting_failure(error)
+        finally:
+            # Whichever is still running is stopped, and waited for, before the next step.
+            started = [task for task in (greeting, probe) if task is not None]
+            for task in started:
+                task.cancel()
+            await asyncio.gather(*started, return_exceptions=True)
         return await self._ehlo()
+
+    async def _speaks_tls(self) -> bool:
+        """Whether the server answers a TLS handshake on a second connection (certificate unchecked)."""
+        assert self.peer is not None
+        family, kind, proto, _name, address = self.peer
+        loop = asyncio.get_running_loop()
+        with socket.socket(family, kind, proto) as sock:
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, address)
+                transport, _ = await loop.create_connection(
+                    asyncio.Protocol, sock=sock, ssl=_unchecked_context(), server_hostname=self.target.smtp_host
+                )
+            except OSError:
+                return False
+            transport.abort()
+            await asyncio.sleep(0)
+        return True
 
     async def _open(self, **tls: Any) -> aiosmtplib.SMTPResponse:
         """Hand our connected socket to aiosmtplib and read the server's greeting."""
@@ -344,7 +391,8 @@ class _Conversation:
                 reply = await self.smtp.helo()
             except aiosmtplib.SMTPHeloError as error:
                 raise _StepFailed(
-                    f"The server rejected EHLO and HELO: {diagnosis.reply(error.code, error.message)}."
+                    f"The server rejected EHLO and HELO: {diagnosis.reply(error.code, error.message)}.",
+                    diagnosis.EHLO_NAME_FIX,
                 ) from None
             return f"HELO accepted (server does not support EHLO): {diagnosis.one_line(reply.message)}"
         extensions = ", ".join(sorted(name.upper() for name in self.smtp.esmtp_extensions)) or "none"
@@ -395,13 +443,23 @@ class _Conversation:
         try:
             reply = await authenticate(self.target.username, self.target.password)
         except aiosmtplib.SMTPAuthenticationError as error:
+            answer = diagnosis.reply(error.code, error.message)
+            if diagnosis.is_temporary(error.code):
+                raise _StepFailed(
+                    f"The server could not check the sign-in just now (a temporary failure): {answer}.",
+                    "Try again in a few minutes: this does not mean the password is wrong. If it persists, "
+                    "the server's sign-in service is down: tell its administrator.",
+                ) from None
             raise _StepFailed(
-                f"The server rejected the username or password ({mechanism}): "
-                f"{diagnosis.reply(error.code, error.message)}.",
+                f"The server rejected the username or password ({mechanism}): {answer}.",
                 "Check username and password (some providers need an app password for SMTP).",
             ) from None
-        warning = " (sent unencrypted: prefer StartTLS or TLS)" if self.target.encryption == "Plain" else ""
-        return f"signed in as {self.target.username}: {diagnosis.reply(reply.code, reply.message)}{warning}"
+        if self.target.encryption == "Plain":
+            offered = " (the server offers StartTLS)" if smtp.supports_extension("starttls") else ""
+            self.warnings.append(
+                f"The password crossed the network unencrypted{offered}: set encryption to StartTLS or TLS."
+            )
+        return f"signed in as {self.target.username}: {diagnosis.reply(reply.code, reply.message)}"
 
     async def _mail_from(self) -> str:
         sender = self.target.from_email
@@ -419,7 +477,8 @@ class _Conversation:
         except aiosmtplib.SMTPSenderRefused as error:
             raise _StepFailed(
                 f"The server refused the sender {sender}: {diagnosis.reply(error.code, error.message)}.",
-                "Check from_email: many servers accept only addresses of the signed-in account or its domain.",
+                diagnosis.refusal_fix(error.code, error.message, self.target.username)
+                or "Check from_email: many servers accept only addresses of the signed-in account or its domain.",
             ) from None
         return f"sender {sender} accepted: {diagnosis.reply(reply.code, reply.message)}"
 
@@ -427,6 +486,8 @@ class _Conversation:
         try:
             reply = await self.smtp.rcpt(self.to, encoding="utf-8")
         except aiosmtplib.SMTPRecipientRefused as error:
+            # Servers check the sender, the client's name and its sign-in at RCPT too: the reply
+            # says which setting it is about.
             hint = (
                 " Without signing in, many servers deliver only to their own domains: set a username and password."
                 if not self.target.username
@@ -434,7 +495,8 @@ class _Conversation:
             )
             raise _StepFailed(
                 f"The server refused the recipient {self.to}: {diagnosis.reply(error.code, error.message)}.",
-                f"Check the recipient address.{hint}",
+                diagnosis.refusal_fix(error.code, error.message, self.target.username)
+                or f"Check the recipient address.{hint}",
             ) from None
         return f"recipient {self.to} accepted: {diagnosis.reply(reply.code, reply.message)}"
 
@@ -444,7 +506,10 @@ class _Conversation:
             reply = await self.smtp.data(message.as_bytes())
         except aiosmtplib.SMTPDataError as error:
             refusal = diagnosis.reply(error.code, error.message)
-            raise _StepFailed(f"The server refused the message: {refusal}.") from None
+            raise _StepFailed(
+                f"The server refused the message: {refusal}.",
+                diagnosis.refusal_fix(error.code, error.message, self.target.username),
+            ) from None
         return f"message {message['Message-ID']} accepted: {diagnosis.reply(reply.code, reply.message)}"
 
     # --- helpers ------------------------------------------------------------------------
@@ -467,22 +532,32 @@ class _Conversation:
         return f"certificate valid for {self.target.smtp_host}"
 
     def _tls_detail(self) -> str:
-        version = self.smtp.get_transport_info("ssl_object").version() or "TLS"
-        return f"{version}; {self._certificate_state()}"
+        tls = self.smtp.get_transport_info("ssl_object")
+        if self.target.allow_selfsigned_certs:
+            self.warnings.append(
+                "The server's certificate was not checked (allow_selfsigned_certs is on): "
+                "anyone between this machine and the server could read the mail and the password."
+            )
+        der = tls.getpeercert(binary_form=True)
+        days = diagnosis.days_until_expiry(der) if der else None
+        if days is not None and days < _EXPIRY_WARNING_DAYS:
+            self.warnings.append(
+                f"The server's certificate expires in {max(days, 0)} days: it must be renewed before then."
+            )
+        return f"{tls.version() or 'TLS'}; {self._certificate_state()}"
 
     async def _certificate_failure(self, error: ssl.SSLCertVerificationError) -> _StepFailed:
-        cause, fix = diagnosis.certificate(error.verify_code, str(error.verify_message), self.target.smtp_host)
-        details = await self._fetch_certificate_details()
+        der = await self._fetch_certificate()
+        cause, fix = diagnosis.certificate(error.verify_code, str(error.verify_message), self.target.smtp_host, der)
+        details = diagnosis.describe_certificate(der) if der else ""
         return _StepFailed(cause + (f" Certificate: {details}." if details else ""), fix)
 
-    async def _fetch_certificate_details(self) -> str:
+    async def _fetch_certificate(self) -> bytes | None:
         """Connect once more without checking, only to show the person what the server presents."""
         if self.peer is None:
-            return ""
+            return None
         family, kind, proto, _name, address = self.peer
-        unchecked = ssl.create_default_context()
-        unchecked.check_hostname = False
-        unchecked.verify_mode = ssl.CERT_NONE
+        unchecked = _unchecked_context()
         probe = aiosmtplib.SMTP(
             hostname=self.target.smtp_host, local_hostname=self.smtp.local_hostname, timeout=None, start_tls=False
         )
@@ -495,13 +570,12 @@ class _Conversation:
                 await probe.starttls(tls_context=unchecked)
             else:
                 await probe.connect(sock=sock, use_tls=True, tls_context=unchecked)
-            der = probe.get_transport_info("ssl_object").getpeercert(binary_form=True)
+            return probe.get_transport_info("ssl_object").getpeercert(binary_form=True)
         except (OSError, aiosmtplib.SMTPException):
-            return ""
+            return None
         finally:
             await _hang_up(probe, probe.transport)
             sock.close()
-        return diagnosis.describe_certificate(der) if der else ""
 
 
 async def _hang_up(client: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None) -> None:
@@ -511,3 +585,24 @@ async def _hang_up(client: aiosmtplib.SMTP, transport: asyncio.BaseTransport | N
     if isinstance(transport, asyncio.Transport):
         transport.abort()
     await asyncio.sleep(0)  # let the loop run the transport's own clean-up
+
+
+def _unchecked_context() -> ssl.SSLContext:
+    """A TLS client context that accepts any certificate: only to look at what a server presents."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _default_ehlo_name(sock: socket.socket) -> str:
+    """This machine's fully qualified domain name, or the address literal of our end of ``sock``.
+
+    A bare host name (``vm``) is refused by servers that check EHLO names (Postfix's
+    ``reject_non_fqdn_helo_hostname``); an address literal is always acceptable (RFC 5321 4.1.4).
+    """
+    name = socket.getfqdn()
+    if "." in name and not name.startswith("localhost"):
+        return name
+    address = sock.getsockname()[0]
+    return f"[IPv6:{address}]" if ":" in address else f"[{address}]"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 import ssl
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import aiosmtplib
@@ -28,14 +30,29 @@ class VerifyError(enum.IntEnum):
     IP_ADDRESS_MISMATCH = 64
 
 
-_TRUST_FIX = (
-    "If this is your own server and you trust it, turn on allow_selfsigned_certs "
-    "(accept self-signed certificates); better, give the server a certificate from a trusted authority."
+_SWITCH_WARNING = (
+    "Turning on allow_selfsigned_certs also makes the test pass, but it switches off every "
+    "certificate check: then any server that answers for this host is trusted."
+)
+_TRUST_FIX = "Best, give the server a certificate from an authority this machine trusts. " + _SWITCH_WARNING
+
+EHLO_NAME_FIX = (
+    "The server refused the name this machine gives in EHLO: set SMTP_EHLO_NAME to this machine's "
+    "fully qualified domain name (one the server can look up)."
 )
 
+# Enhanced status codes that blame the sender address: RFC 3463's bad sender's mailbox and
+# system address, and Exchange Online's SendAsDenied (5.2.252) and "no permission to send as" (5.7.60).
+_SENDER_STATUSES = {"5.1.7", "5.1.8", "4.1.7", "4.1.8", "5.2.252", "5.7.60"}
+_ENHANCED_STATUS = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})\b")
 
-def certificate(code: int, message: str, host: str) -> tuple[str, str]:
-    """Cause and fix for a certificate the TLS handshake refused with verification ``code``."""
+
+def certificate(code: int, message: str, host: str, der: bytes | None = None) -> tuple[str, str]:
+    """Cause and fix for a certificate the TLS handshake refused with verification ``code``.
+
+    ``der`` is the certificate, when it could be fetched: a host name mismatch then names the
+    host names it is valid for.
+    """
     if code == VerifyError.CERT_HAS_EXPIRED:
         return "The server's certificate has expired.", "Renew the server's certificate. " + _TRUST_FIX
     if code == VerifyError.CERT_NOT_YET_VALID:
@@ -52,11 +69,25 @@ def certificate(code: int, message: str, host: str) -> tuple[str, str]:
             _TRUST_FIX + " Or add that authority with SMTP_CA_FILE.",
         )
     if code in (VerifyError.HOSTNAME_MISMATCH, VerifyError.IP_ADDRESS_MISMATCH):
+        names = certificate_names(der) if der else []
+        listed = " or ".join(names[:3])
         return (
-            f"The server's certificate is not valid for the host name {host}.",
-            "Set smtp_host to a name the certificate lists. " + _TRUST_FIX,
+            f"The server's certificate is not valid for the host name {host}"
+            + (f"; it is valid for {', '.join(names)}." if names else "."),
+            (f"Set smtp_host to {listed}, the name the certificate was made for. " if names else "")
+            + "Or give the server a certificate for this host name. "
+            + _SWITCH_WARNING,
         )
     return f"The server's certificate was rejected: {message.rstrip('.')}.", _TRUST_FIX
+
+
+def expects_tls(where: str, port: int) -> tuple[str, str]:
+    """Cause and fix for a server that sends no greeting but answers a TLS handshake."""
+    return (
+        f"{where} sent no SMTP greeting, but answered a TLS handshake: port {port} expects TLS "
+        "from the start, as port 465 usually does.",
+        "To use this port, set encryption to TLS; for StartTLS, use the server's submission port (usually 587).",
+    )
 
 
 def timeout(step: str, where: str, port: int, encryption: str, seconds: float) -> tuple[str, str]:
@@ -97,19 +128,79 @@ def error(step: str, problem: Exception, where: str) -> tuple[str, str]:
     return f"An unexpected error occurred during {step}: {type(problem).__name__}.", ""
 
 
+def is_temporary(code: int) -> bool:
+    """A 4xx reply: the server may accept the same thing later (RFC 5321 4.2.1)."""
+    return 400 <= code < 500
+
+
+def refusal_fix(code: int, text: str, username: str) -> str:
+    """What to change for a refused MAIL, RCPT or DATA, read from the reply's code and words.
+
+    Servers check many things at RCPT (Postfix's default ``smtpd_delay_reject``), so a refused
+    recipient is often about the sender, the encryption, the client's name or its sign-in.
+    Empty when the reply names none of those.
+    """
+    lowered = text.lower()
+    status = enhanced_status(text)
+    if "starttls" in lowered:
+        return "The server accepts mail only over an encrypted connection: set encryption to StartTLS."
+    if "helo" in lowered or "ehlo" in lowered:
+        return EHLO_NAME_FIX
+    if status in _SENDER_STATUSES or "sender address" in lowered or "sendasdenied" in lowered:
+        if username:
+            return f"Check from_email: the server lets {username} send only as its own addresses."
+        return "Check from_email: the server does not accept it as a sender."
+    if "authentication required" in lowered or (status == "5.7.0" and "auth" in lowered):
+        return "The server accepts mail only after signing in: set username and password."
+    if "relay" in lowered and not username:
+        return "Without signing in, this server delivers only to its own domains: set username and password."
+    if is_temporary(code):
+        return "The server refused for now (a temporary failure): try again in a few minutes."
+    return ""
+
+
+def enhanced_status(text: str) -> str | None:
+    """The RFC 3463 enhanced status code at the start of a reply's text, if any."""
+    found = _ENHANCED_STATUS.match(text)
+    return found.group(1) if found else None
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets (``[::1]:2525``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def certificate_names(der: bytes) -> list[str]:
+    """The DNS names and IP addresses a certificate is valid for."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtensionOID
+
+    try:
+        names = (
+            x509.load_der_x509_certificate(der)
+            .extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+            .value
+        )
+    except x509.ExtensionNotFound:
+        return []
+    return [str(n) for n in names.get_values_for_type(x509.DNSName)] + [
+        str(n) for n in names.get_values_for_type(x509.IPAddress)
+    ]
+
+
+def days_until_expiry(der: bytes) -> int:
+    """Whole days until the certificate's end of validity (negative once expired)."""
+    from cryptography import x509
+
+    return (x509.load_der_x509_certificate(der).not_valid_after_utc - datetime.now(UTC)).days
+
+
 def describe_certificate(der: bytes) -> str:
     """Subject, names, issuer, validity and SHA-256 fingerprint, in one line."""
     from cryptography import x509  # only when a certificate is refused: kept out of start-up
-    from cryptography.x509.oid import ExtensionOID
 
     certificate = x509.load_der_x509_certificate(der)
-    try:
-        names = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
-        listed = [str(n) for n in names.get_values_for_type(x509.DNSName)] + [
-            str(n) for n in names.get_values_for_type(x509.IPAddress)
-        ]
-    except x509.ExtensionNotFound:
-        listed = []
+    listed = certificate_names(der)
     fingerprint = hashlib.sha256(der).hexdigest().upper()
     fingerprint = ":".join(fingerprint[i : i + 2] for i in range(0, len(fingerprint), 2))
     subject = _common_name(certificate.subject) or certificate.subject.rfc4514_string() or "(empty)"

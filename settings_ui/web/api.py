@@ -130,4 +130,6 @@ def test() -> Response:
     report = testmail.run_test(read_params(), actor=actor())
     if not report.sent:
         return error_response(400, report.message, steps=report.step_dicts(), elapsed_ms=report.elapsed_ms)
-    return success_response({"sent": True, "steps": report.step_dicts(), "elapsed_ms": report.elapsed_ms})
+    return success_response(
+        {"sent": True, "steps": report.step_dicts(), "elapsed_ms": report.elapsed_ms, "warnings": report.warnings}
+    )

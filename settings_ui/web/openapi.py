@@ -146,12 +146,18 @@ def document() -> dict[str, Any]:
     }
     test_result = {
         "type": "object",
-        "required": ["sent", "steps", "elapsed_ms"],
+        "required": ["sent", "steps", "elapsed_ms", "warnings"],
         "additionalProperties": False,
         "properties": {
             "sent": {"const": True},
             "steps": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}},
             "elapsed_ms": {"type": "integer", "minimum": 0},
+            "warnings": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "sent, but worth fixing: the password crossed the network unencrypted, "
+                "the certificate was not checked, or it expires within 21 days",
+            },
         },
     }
     test_responses = _responses(
