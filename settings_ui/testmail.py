@@ -69,7 +69,7 @@ def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report
         )
     finally:
         running.release()
-    where = f"to {to} via {target.smtp_host}:{target.smtp_port} ({target.encryption})"
+    where = f"to {to} via {smtp.host_port(target.smtp_host, target.smtp_port)} ({target.encryption})"
     if report.sent:
         audit.record("test email sent", actor, where)
     else:

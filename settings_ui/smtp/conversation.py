@@ -149,7 +149,7 @@ def build_message(target: SmtpTarget, to: str) -> EmailMessage:
     message["Message-ID"] = make_msgid(domain=target.from_email.rpartition("@")[2] or None)
     message.set_content(
         "This is a test email from the email settings of your product.\n\n"
-        f"It was sent through {target.smtp_host}:{target.smtp_port} {mode}{checked}"
+        f"It was sent through {diagnosis.host_port(target.smtp_host, target.smtp_port)} {mode}{checked}"
         + (f", signed in as {target.username}" if target.username else ", without signing in")
         + ".\n\nIf you can read this, the product can send email with these settings.\n"
     )
