@@ -208,7 +208,11 @@ def test_clearing_asks_for_confirmation_first(app: Flask, client: FlaskClient, c
     assert response.status_code == 303
     row = stored_row(app)
     assert (row["smtp_host"], row["password_encrypted"], row["username"]) == ("", None, "")
-    assert "cleared" in page(client).find(attrs={"role": "status"}).get_text()
+    after = page(client)
+    assert "cleared" in after.find(attrs={"role": "status"}).get_text()
+    state = after.find(id="settings-state").get_text(" ", strip=True)
+    assert state.startswith("Not configured yet") and "Cleared by" in state
+    assert "Last changed" not in after.get_text()
 
 
 def test_clearing_from_a_stale_confirmation_is_refused(
