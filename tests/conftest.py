@@ -19,6 +19,7 @@ from settings_ui.models import EmailSettings
 
 from .helpers import CONFIGURED
 from .openapi_check import ConformingClient
+from .smtp_servers import Certificates, make_certificates
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -164,3 +165,8 @@ def live_server(app: Flask) -> Iterator[LiveServer]:
     server = LiveServer(app)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("ca"))

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
+import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -177,3 +179,25 @@ def dripping_server(interval: float = 0.2) -> Iterator[int]:
         stop.set()
         thread.join(timeout=5)
         listener.close()
+
+
+@dataclass
+class Certificates:
+    ca_file: Path
+    server: ssl.SSLContext  # a certificate for 127.0.0.1 and localhost from our test CA
+    ca: trustme.CA
+
+    def context_for(self, *names: str, **validity: Any) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert(*names, **validity).configure_cert(context)
+        return context
+
+
+def make_certificates(folder: Path) -> Certificates:
+    """A test CA (its PEM file in ``folder``) and a server certificate for 127.0.0.1 and localhost."""
+    ca = trustme.CA()
+    ca_file = folder / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return Certificates(ca_file, context, ca)

@@ -17,7 +17,7 @@ from flask import Flask
 
 from .conftest import LiveServer, make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD
-from .smtp_servers import Authenticator, free_port, silent_server, smtp_server
+from .smtp_servers import Authenticator, Certificates, free_port, silent_server, smtp_server
 
 CHROMIUM = "/usr/bin/chromium"
 REBOUND_NAME = "rebound.attacker.example"
@@ -400,6 +400,26 @@ def test_readable_at_375_pixels_without_horizontal_scrolling(site: LiveServer, t
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     page.goto("/clear")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def test_a_refused_certificate_is_laid_out_readably_at_375_pixels(
+    site: LiveServer, tab_factory: Any, certificates: Certificates
+) -> None:
+    page = tab_factory(site.url, viewport={"width": 375, "height": 800}).page
+    with smtp_server(implicit_tls=certificates.server) as (port, handler):  # our test CA: unknown to the site
+        fill_settings(page, port=port, encryption="TLS", host="127.0.0.1")
+        page.fill("#to", "me@example.net")
+        page.get_by_role("button", name="Send test email").click()
+        page.wait_for_load_state()
+    result = page.locator("#test-result")
+    assert "Not sent." in result.inner_text()
+    details = page.get_by_role("list", name="The server's certificate").locator("li")
+    assert any(text.startswith("SHA-256 fingerprint") for text in details.all_inner_texts())
+    assert "What to change:" in result.inner_text()
+    assert "“Accept self-signed or otherwise invalid certificates”" in result.inner_text()  # the label
+    assert "allow_selfsigned_certs" not in result.inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    assert handler.received == []
 
 
 def test_everything_is_reachable_by_keyboard_with_a_visible_focus(page: Any) -> None:

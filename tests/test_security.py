@@ -371,7 +371,8 @@ def test_changes_are_recorded_with_actor_address_and_fields(admin_app: Flask, ad
     sign_ins = table_rows(soup, "sign-ins-title")
     assert "signed in" in sign_ins[0]
     assert "sign-in failed" in sign_ins[1]
-    assert "Last changed by admin" in soup.get_text(" ", strip=True)
+    state = soup.find(id="settings-state").get_text(" ", strip=True)
+    assert state.startswith("Not configured yet") and "Cleared by admin" in state
 
 
 def table_rows(soup: BeautifulSoup, title_id: str) -> list[str]:

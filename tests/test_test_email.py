@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import datetime
-import ssl
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -22,6 +19,7 @@ from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page, po
 from .processes import GunicornProcess
 from .smtp_servers import (
     Authenticator,
+    Certificates,
     RecordingHandler,
     dripping_server,
     free_port,
@@ -32,28 +30,6 @@ from .smtp_servers import (
 TIMEOUT = 2.0
 RECIPIENT = "admin@example.net"
 SENDER = "noreply@example.com"
-
-
-@dataclass
-class Certificates:
-    ca_file: Path
-    server: ssl.SSLContext  # a certificate for 127.0.0.1 and localhost from our test CA
-    ca: trustme.CA
-
-    def context_for(self, *names: str, **validity: Any) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ca.issue_cert(*names, **validity).configure_cert(context)
-        return context
-
-
-@pytest.fixture(scope="session")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    ca = trustme.CA()
-    ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return Certificates(ca_file, context, ca)
 
 
 @pytest.fixture

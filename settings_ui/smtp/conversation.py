@@ -92,6 +92,11 @@ class Report:
     elapsed_ms: int
     message: str
     warnings: list[str] = field(default_factory=list)
+    # A failure in parts, for a page to lay out: why, what the certificate says (when one was
+    # refused), what to change. ``message`` says all of it in one paragraph.
+    cause: str = ""
+    certificate: list[str] = field(default_factory=list)
+    fix: str = ""
 
     def step_dicts(self) -> list[dict[str, Any]]:
         """The steps as the API lists them."""
@@ -103,12 +108,20 @@ class Report:
 
 
 class _StepFailed(Exception):
-    def __init__(self, cause: str, fix: str = ""):
+    def __init__(self, cause: str, fix: str = "", certificate: list[str] | None = None):
         # A cause quotes what the server sent: shown escaped, so it cannot drive a terminal.
         cause = printable(cause)
         super().__init__(cause)
         self.cause = cause
         self.fix = printable(fix)
+        self.certificate = [printable(line) for line in certificate or []]
+
+    @property
+    def detail(self) -> str:
+        """The cause, with the refused certificate's details when there are some."""
+        if not self.certificate:
+            return self.cause
+        return f"{self.cause} Certificate: {'; '.join(self.certificate)}."
 
 
 def send(
@@ -197,10 +210,18 @@ class _Conversation:
             await self._step("data", self._data)
         except _StepFailed as failure:
             step = self.steps[-1].name
-            message = f"The test email was not sent: the {step} step failed. {failure.cause}"
+            message = f"The test email was not sent: the {step} step failed. {failure.detail}"
             if failure.fix:
                 message += f" {failure.fix}"
-            return Report(False, self.steps, self._elapsed_ms(), message)
+            return Report(
+                False,
+                self.steps,
+                self._elapsed_ms(),
+                message,
+                cause=f"The {step} step failed. {failure.cause}",
+                certificate=failure.certificate,
+                fix=failure.fix,
+            )
         finally:
             await self._close()
         return Report(
@@ -220,7 +241,7 @@ class _Conversation:
             async with asyncio.timeout_at(self.deadline):
                 detail = await action()
         except _StepFailed as failure:
-            self._record(name, started, False, failure.cause)
+            self._record(name, started, False, failure.detail)
             raise
         except TimeoutError:
             failure = _StepFailed(
@@ -549,8 +570,7 @@ class _Conversation:
     async def _certificate_failure(self, error: ssl.SSLCertVerificationError) -> _StepFailed:
         der = await self._fetch_certificate()
         cause, fix = diagnosis.certificate(error.verify_code, str(error.verify_message), self.target.smtp_host, der)
-        details = diagnosis.describe_certificate(der) if der else ""
-        return _StepFailed(cause + (f" Certificate: {details}." if details else ""), fix)
+        return _StepFailed(cause, fix, diagnosis.certificate_details(der) if der else [])
 
     async def _fetch_certificate(self) -> bytes | None:
         """Connect once more without checking, only to show the person what the server presents."""

@@ -195,8 +195,8 @@ def days_until_expiry(der: bytes) -> int:
     return (x509.load_der_x509_certificate(der).not_valid_after_utc - datetime.now(UTC)).days
 
 
-def describe_certificate(der: bytes) -> str:
-    """Subject, names, issuer, validity and SHA-256 fingerprint, in one line."""
+def certificate_details(der: bytes) -> list[str]:
+    """Subject, names, issuer, validity and SHA-256 fingerprint, one line each."""
     from cryptography import x509  # only when a certificate is refused: kept out of start-up
 
     certificate = x509.load_der_x509_certificate(der)
@@ -214,7 +214,7 @@ def describe_certificate(der: bytes) -> str:
         f"to {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
         f"SHA-256 fingerprint {fingerprint}",
     ]
-    return "; ".join(parts)
+    return parts
 
 
 def _common_name(name: x509.Name) -> str:

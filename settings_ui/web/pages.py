@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, session, url_for
+from jinja2 import pass_context
+from jinja2.runtime import Context
 from werkzeug.wrappers import Response
 
-from .. import operations, rules, testmail
+from .. import fields, operations, rules, testmail
 from ..operations import Settings, SettingsError, StaleSettingsError
 from ..testmail import TooManyTestsError
 from .auth import actor
 from .forms import ConfirmForm, SettingsForm
 
 bp = Blueprint("pages", __name__)
+
+_PARAMETER_NAME = re.compile(r"\b(" + "|".join(re.escape(name) for name in fields.PARAMETERS) + r")\b")
+
+
+@bp.app_template_filter("in_page_words")
+@pass_context
+def in_page_words(context: Context, text: str) -> str:
+    """``text`` (a diagnosis, an error) with the API's parameter names replaced by the page's labels."""
+    form = context.get("form")
+    if form is None:
+        return text
+    return _PARAMETER_NAME.sub(lambda found: f"“{form[found.group(1)].label.text}”", text)
 
 
 def _form_data(settings: Settings) -> dict[str, Any]:
