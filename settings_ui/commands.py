@@ -19,10 +19,18 @@ from .instance_files import write_private
 from .operations import SettingsError
 
 
+def read_secret(prompt: str, *, confirm: bool = False) -> str:
+    """A secret typed at the terminal (hidden), or the first line of standard input when it is piped."""
+    if sys.stdin.isatty():
+        return click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
+    # getpass would warn that it cannot hide piped input; there is nothing to hide.
+    return sys.stdin.readline().rstrip("\r\n")
+
+
 @click.command("hash-password")
 def hash_password() -> None:
     """Ask for the admin password twice and print its hash for ADMIN_PASSWORD_HASH."""
-    password = click.prompt("Admin password", hide_input=True, confirmation_prompt=True)
+    password = read_secret("Admin password", confirm=True)
     if len(password) < 8:
         raise click.ClickException("Choose a password of at least 8 characters.")
     click.echo(generate_password_hash(password))
@@ -104,6 +112,9 @@ def edit_command(password_stdin: bool, remove_password: bool, **options: Any) ->
         raise click.UsageError("Give --password-stdin or --remove-password, not both.")
     if password_stdin:
         params["password"] = sys.stdin.readline().rstrip("\r\n")
+        if not params["password"]:
+            # An empty line (or /dev/null) would remove the stored password: that takes its own flag.
+            raise click.UsageError("--password-stdin read an empty password; to remove it, use --remove-password.")
     if remove_password:
         params["password"] = ""
     if not params:
@@ -163,11 +174,8 @@ def export_command(with_password: bool, output: Path) -> None:
         except crypto.UndecryptablePasswordError as error:
             raise click.ClickException(str(error)) from None
         if password is not None:
-            passphrase = click.prompt(
-                f"Passphrase to encrypt the password with (at least {PASSPHRASE_MIN_LENGTH} characters)",
-                hide_input=True,
-                confirmation_prompt=True,
-                err=True,
+            passphrase = read_secret(
+                f"Passphrase to encrypt the password with (at least {PASSPHRASE_MIN_LENGTH} characters)", confirm=True
             )
             if len(passphrase) < PASSPHRASE_MIN_LENGTH:
                 # Anyone holding the file may try passphrases offline, as fast as scrypt allows.
@@ -184,8 +192,13 @@ def export_command(with_password: bool, output: Path) -> None:
 
 @email_settings.command("import")
 @click.argument("file", type=click.File("r"))
-def import_command(file: Any) -> None:
-    """Store the settings of an export (the password too, given its passphrase)."""
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="for an export without the password: read the SMTP password from the first line of standard input",
+)
+def import_command(file: Any, password_stdin: bool) -> None:
+    """Store the settings of an export (the password too, given its passphrase, or --password-stdin)."""
     try:
         document = json.load(file)
     except ValueError as error:
@@ -193,8 +206,17 @@ def import_command(file: Any) -> None:
     if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
         raise click.ClickException(f"{file.name} is not a settings-ui export ({EXPORT_FORMAT}).")
     params = dict(document.get("settings") or {})
+    if password_stdin and ("password" in document or file.name == "<stdin>"):
+        raise click.UsageError(
+            "--password-stdin is for an export without the password, read from a file (not standard input)."
+        )
+    if password_stdin:
+        params["password"] = sys.stdin.readline().rstrip("\r\n")
+    elif "password" not in document and params.get("username") and sys.stdin.isatty():
+        # An export without the password: a fresh installation needs it again for this user.
+        params["password"] = read_secret(f"SMTP password for {params['username']}")
     if "password" in document:
-        passphrase = click.prompt("Passphrase of the export", hide_input=True, err=True)
+        passphrase = read_secret("Passphrase of the export")
         try:
             params["password"] = crypto.decrypt_with_passphrase(document["password"], passphrase)
         except crypto.UndecryptablePasswordError as error:
@@ -202,6 +224,11 @@ def import_command(file: Any) -> None:
     try:
         _print_settings(operations.edit(params, actor=CLI_ACTOR))
     except SettingsError as error:
+        if "password" in error.fields and "password" not in params:
+            raise click.ClickException(
+                f"{error.message} This export holds no password: give it with --password-stdin "
+                "(or export with --with-password)."
+            ) from None
         raise _fail(error) from None
 
 

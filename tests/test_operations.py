@@ -279,6 +279,50 @@ def test_cli_export_and_import_move_an_installation(tmp_path: Path, app: Flask, 
         assert crypto.decrypt(row["password_encrypted"]) == EXAMPLE_PASSWORD
 
 
+def test_cli_edit_refuses_an_empty_password_from_stdin(app: Flask, runner: FlaskCliRunner) -> None:
+    call(app.test_client(), "edit", COMPLETE | {"username": "mailer", "password": EXAMPLE_PASSWORD})
+    before = stored_row(app)
+    result = invoke(runner, "edit", "--password-stdin", input="")
+    assert result.exit_code != 0 and "empty" in result.output and "--remove-password" in result.output
+    assert stored_row(app) == before
+
+
+def test_cli_import_of_an_export_without_the_password_takes_it_from_stdin(
+    tmp_path: Path, app: Flask, runner: FlaskCliRunner
+) -> None:
+    call(app.test_client(), "edit", COMPLETE | {"username": "mailer", "password": EXAMPLE_PASSWORD})
+    export_file = tmp_path / "export.json"
+    assert invoke(runner, "export", "--output", str(export_file)).exit_code == 0
+    elsewhere = make_app(tmp_path / "elsewhere")
+    other_runner = elsewhere.test_cli_runner()
+    without = other_runner.invoke(args=["email-settings", "import", str(export_file)])
+    assert without.exit_code != 0 and "password" in without.output and "--password-stdin" in without.output
+    assert stored_row(elsewhere)["smtp_host"] == ""
+    result = other_runner.invoke(
+        args=["email-settings", "import", "--password-stdin", str(export_file)], input=f"{EXAMPLE_PASSWORD}\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert EXAMPLE_PASSWORD not in result.output
+    with elsewhere.app_context():
+        assert crypto.decrypt(stored_row(elsewhere)["password_encrypted"]) == EXAMPLE_PASSWORD
+
+
+def test_a_piped_passphrase_gives_no_terminal_warning(tmp_path: Path) -> None:
+    environment = {**os.environ, "SETTINGS_UI_INSTANCE_PATH": str(tmp_path / "instance")}
+    flask = [sys.executable, "-m", "flask", "--app", "app", "email-settings"]
+    configure = [*flask, "edit", "--smtp-host", "smtp.example.com", "--smtp-port", "587", "--from-email"]
+    configure += ["noreply@example.com", "--username", "mailer", "--password-stdin"]
+    done = subprocess.run(
+        configure, input=f"{EXAMPLE_PASSWORD}\n", env=environment, cwd=PROJECT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    export = [*flask, "export", "--with-password"]
+    done = subprocess.run(export, input=f"{PASSPHRASE}\n", env=environment, cwd=PROJECT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "GetPassWarning" not in done.stderr and "echoed" not in done.stderr
+    assert json.loads(done.stdout)["password"]
+
+
 def test_cli_export_refuses_a_short_passphrase_and_writes_nothing(
     tmp_path: Path, app: Flask, runner: FlaskCliRunner
 ) -> None:
