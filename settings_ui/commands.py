@@ -30,7 +30,7 @@ def read_secret(prompt: str, *, confirm: bool = False) -> str:
 @click.command("hash-password")
 def hash_password() -> None:
     """Ask for the admin password twice and print its hash for ADMIN_PASSWORD_HASH."""
-    password = read_secret("Admin password", confirm=True)
+    password = click.prompt("Admin password", hide_input=True, confirmation_prompt=True)
     if len(password) < 8:
         raise click.ClickException("Choose a password of at least 8 characters.")
     click.echo(generate_password_hash(password))
