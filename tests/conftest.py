@@ -17,7 +17,7 @@ from settings_ui import create_app
 from settings_ui.extensions import db
 from settings_ui.models import EmailSettings
 
-from .helpers import CONFIGURED
+from .helpers import CONFIGURED, skip_or_fail
 from .openapi_check import ConformingClient
 from .smtp_servers import Certificates, make_certificates
 
@@ -91,9 +91,7 @@ def database_url(kind: str, tmp_path: Path) -> str:
             "PostgreSQL tests need TEST_DATABASE_URL: run `bash .ci/postgres` as root and "
             "export TEST_DATABASE_URL=<the URL it prints> (CI does, and sets REQUIRE_POSTGRES_TESTS=1)"
         )
-        if os.environ.get("REQUIRE_POSTGRES_TESTS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message, "REQUIRE_POSTGRES_TESTS")
     from sqlalchemy import create_engine, text
 
     engine = create_engine(url)

@@ -6,12 +6,11 @@ REQUIRE_MAILSERVER_TESTS=1, which turns a missing server into a failure.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from pathlib import Path
 
-import pytest
+from .helpers import skip_or_fail
 
 CONF = Path("/etc/settings-ui-mailserver")
 CA_FILE = CONF / "ca.pem"
@@ -46,9 +45,7 @@ def require_mailserver() -> None:
         "real-server tests need Debian's Postfix and Dovecot: run `sudo .ci/mailserver` "
         "(CI does, and sets REQUIRE_MAILSERVER_TESTS=1)"
     )
-    if os.environ.get("REQUIRE_MAILSERVER_TESTS") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail(message, "REQUIRE_MAILSERVER_TESTS")
 
 
 def delivered(message_id: str, *, within: float = 10.0) -> bytes:

@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 
 from .conftest import LiveServer, make_app, stored_row
-from .helpers import EXAMPLE_PASSWORD
+from .helpers import EXAMPLE_PASSWORD, skip_or_fail
 from .smtp_servers import Authenticator, Certificates, free_port, silent_server, smtp_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -42,9 +42,7 @@ def browser() -> Iterator[Any]:
             f"browser tests need Debian's Chromium at {CHROMIUM}: run `apt-get install chromium` "
             "(CI does, and sets REQUIRE_BROWSER_TESTS=1)"
         )
-        if os.environ.get("REQUIRE_BROWSER_TESTS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message, "REQUIRE_BROWSER_TESTS")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

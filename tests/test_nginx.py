@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from .helpers import skip_or_fail
 from .processes import PROJECT, GunicornProcess
 from .smtp_servers import free_port
 
@@ -80,9 +81,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         message = (
             "nginx tests need Debian's nginx: run `apt-get install nginx` (CI does, and sets REQUIRE_NGINX_TESTS=1)"
         )
-        if os.environ.get("REQUIRE_NGINX_TESTS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message, "REQUIRE_NGINX_TESTS")
     ca = trustme.CA()
     issued = ca.issue_cert("localhost")
     certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
