@@ -19,12 +19,17 @@ from .instance_files import write_private
 from .operations import SettingsError
 
 
+def stdin_line() -> str:
+    """The first line of standard input, without its line ending."""
+    return sys.stdin.readline().rstrip("\r\n")
+
+
 def read_secret(prompt: str, *, confirm: bool = False) -> str:
     """A secret typed at the terminal (hidden), or the first line of standard input when it is piped."""
     if sys.stdin.isatty():
         return click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
     # getpass would warn that it cannot hide piped input; there is nothing to hide.
-    return sys.stdin.readline().rstrip("\r\n")
+    return stdin_line()
 
 
 @click.command("hash-password")
@@ -111,7 +116,7 @@ def edit_command(password_stdin: bool, remove_password: bool, **options: Any) ->
     if password_stdin and remove_password:
         raise click.UsageError("Give --password-stdin or --remove-password, not both.")
     if password_stdin:
-        params["password"] = sys.stdin.readline().rstrip("\r\n")
+        params["password"] = stdin_line()
         if not params["password"]:
             # An empty line (or /dev/null) would remove the stored password: that takes its own flag.
             raise click.UsageError("--password-stdin read an empty password; to remove it, use --remove-password.")
@@ -211,7 +216,7 @@ def import_command(file: Any, password_stdin: bool) -> None:
             "--password-stdin is for an export without the password, read from a file (not standard input)."
         )
     if password_stdin:
-        params["password"] = sys.stdin.readline().rstrip("\r\n")
+        params["password"] = stdin_line()
     elif "password" not in document and params.get("username") and sys.stdin.isatty():
         # An export without the password: a fresh installation needs it again for this user.
         params["password"] = read_secret(f"SMTP password for {params['username']}")

@@ -372,21 +372,29 @@ class _Conversation:
 
     async def _speaks_tls(self) -> bool:
         """Whether the server answers a TLS handshake on a second connection (certificate unchecked)."""
-        assert self.peer is not None
-        family, kind, proto, _name, address = self.peer
-        loop = asyncio.get_running_loop()
-        with socket.socket(family, kind, proto) as sock:
-            sock.setblocking(False)
-            try:
-                await loop.sock_connect(sock, address)
-                transport, _ = await loop.create_connection(
+        try:
+            with await self._connect_again() as sock:
+                transport, _ = await asyncio.get_running_loop().create_connection(
                     asyncio.Protocol, sock=sock, ssl=_unchecked_context(), server_hostname=self.target.smtp_host
                 )
-            except OSError:
-                return False
-            transport.abort()
-            await asyncio.sleep(0)
+                transport.abort()
+                await asyncio.sleep(0)  # let the loop run the transport's own clean-up
+        except OSError:
+            return False
         return True
+
+    async def _connect_again(self) -> socket.socket:
+        """A second connection to the address the test reached, for a look at what the server speaks."""
+        assert self.peer is not None
+        family, kind, proto, _name, address = self.peer
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     async def _open(self, **tls: Any) -> aiosmtplib.SMTPResponse:
         """Hand our connected socket to aiosmtplib and read the server's greeting."""
@@ -574,28 +582,23 @@ class _Conversation:
 
     async def _fetch_certificate(self) -> bytes | None:
         """Connect once more without checking, only to show the person what the server presents."""
-        if self.peer is None:
-            return None
-        family, kind, proto, _name, address = self.peer
         unchecked = _unchecked_context()
         probe = aiosmtplib.SMTP(
             hostname=self.target.smtp_host, local_hostname=self.smtp.local_hostname, timeout=None, start_tls=False
         )
-        sock = socket.socket(family, kind, proto)
-        sock.setblocking(False)
         try:
-            await asyncio.get_running_loop().sock_connect(sock, address)
-            if self.target.encryption == "StartTLS":
-                await probe.connect(sock=sock)
-                await probe.starttls(tls_context=unchecked)
-            else:
-                await probe.connect(sock=sock, use_tls=True, tls_context=unchecked)
-            return probe.get_transport_info("ssl_object").getpeercert(binary_form=True)
+            with await self._connect_again() as sock:
+                try:
+                    if self.target.encryption == "StartTLS":
+                        await probe.connect(sock=sock)
+                        await probe.starttls(tls_context=unchecked)
+                    else:
+                        await probe.connect(sock=sock, use_tls=True, tls_context=unchecked)
+                    return probe.get_transport_info("ssl_object").getpeercert(binary_form=True)
+                finally:
+                    await _hang_up(probe, probe.transport)
         except (OSError, aiosmtplib.SMTPException):
             return None
-        finally:
-            await _hang_up(probe, probe.transport)
-            sock.close()
 
 
 async def _hang_up(client: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None) -> None:

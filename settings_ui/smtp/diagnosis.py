@@ -173,14 +173,16 @@ def host_port(host: str, port: int) -> str:
 def certificate_names(der: bytes) -> list[str]:
     """The DNS names and IP addresses a certificate is valid for."""
     from cryptography import x509
+
+    return _names(x509.load_der_x509_certificate(der))
+
+
+def _names(certificate: x509.Certificate) -> list[str]:
+    from cryptography import x509
     from cryptography.x509.oid import ExtensionOID
 
     try:
-        names = (
-            x509.load_der_x509_certificate(der)
-            .extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
-            .value
-        )
+        names = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
     except x509.ExtensionNotFound:
         return []
     return [str(n) for n in names.get_values_for_type(x509.DNSName)] + [
@@ -200,7 +202,7 @@ def certificate_details(der: bytes) -> list[str]:
     from cryptography import x509  # only when a certificate is refused: kept out of start-up
 
     certificate = x509.load_der_x509_certificate(der)
-    listed = certificate_names(der)
+    listed = _names(certificate)
     fingerprint = hashlib.sha256(der).hexdigest().upper()
     fingerprint = ":".join(fingerprint[i : i + 2] for i in range(0, len(fingerprint), 2))
     subject = _common_name(certificate.subject) or certificate.subject.rfc4514_string() or "(empty)"
