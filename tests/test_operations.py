@@ -124,6 +124,21 @@ def test_a_password_typed_as_the_basic_user_name_stays_out_of_the_access_log(tmp
     assert EXAMPLE_PASSWORD not in log
 
 
+def test_commands_that_serve_no_one_do_not_print_the_loopback_warning(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
+    env["SETTINGS_UI_INSTANCE_PATH"] = str(tmp_path / "instance")
+    shown = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "email-settings", "show"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["smtp_host"] == ""
+    assert "loopback" not in shown.stdout + shown.stderr
+
+
 def test_flask_run_says_what_protects_it_without_an_admin(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
     env["SETTINGS_UI_INSTANCE_PATH"] = str(tmp_path / "instance")

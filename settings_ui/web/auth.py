@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import click
 from flask import (
     Blueprint,
     Flask,
@@ -434,7 +435,7 @@ def init_app(app: Flask) -> None:
     }
     app.before_request(_guard)
     app.register_blueprint(bp)
-    if not admin_configured(app):
+    if not admin_configured(app) and _may_serve():
         # Whatever serves the app (python app.py, flask run, gunicorn) and wherever it listens.
         app.logger.warning(
             "No admin account is configured: only clients on this machine (loopback) are served, "
@@ -442,3 +443,10 @@ def init_app(app: Flask) -> None:
             "the server listens on. Set ADMIN_USERNAME and ADMIN_PASSWORD_HASH (see `flask --app app "
             "hash-password`) to serve the network."
         )
+
+
+def _may_serve() -> bool:
+    """False while a `flask` command other than `run` builds the app: it serves no client, so
+    the loopback-only warning would only be noise in its output."""
+    context = click.get_current_context(silent=True)
+    return context is None or context.command.name == "run"
