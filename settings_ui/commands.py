@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,27 +100,45 @@ def show_command() -> None:
     _print_settings(operations.show())
 
 
-@email_settings.command("edit")
-@click.option("--smtp-host", help="host name or IP address of the SMTP server")
-@click.option("--smtp-port", callback=_port, help="port of the SMTP server (1-65535)")
-@click.option("--encryption", help="Plain, StartTLS or TLS")
-@click.option("--from-email", help="sender address of every email")
-@click.option("--username", help="user name to sign in with ('' for none)")
-@click.option("--password-stdin", is_flag=True, help="read the password from the first line of standard input")
-@click.option("--remove-password", is_flag=True, help="remove the stored password")
-@click.option(
-    "--allow-selfsigned-certs/--no-allow-selfsigned-certs", default=None, help="accept self-signed certificates"
-)
-def edit_command(password_stdin: bool, remove_password: bool, **options: Any) -> None:
-    """Change some settings; what is not given keeps its stored value."""
+def settings_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The edit parameters as options, shared by edit and by test (where they make a draft)."""
+    options = [
+        click.option("--smtp-host", help="host name or IP address of the SMTP server"),
+        click.option("--smtp-port", callback=_port, help="port of the SMTP server (1-65535)"),
+        click.option("--encryption", help="Plain, StartTLS or TLS"),
+        click.option("--from-email", help="sender address of every email"),
+        click.option("--username", help="user name to sign in with ('' for none)"),
+        click.option("--password-stdin", is_flag=True, help="read the password from the first line of standard input"),
+        click.option(
+            "--allow-selfsigned-certs/--no-allow-selfsigned-certs",
+            default=None,
+            help="accept self-signed certificates",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _given(password_stdin: bool, options: dict[str, Any]) -> dict[str, Any]:
+    """The edit parameters the options give: those not given are left out."""
     params = {name: value for name, value in options.items() if value is not None}
-    if password_stdin and remove_password:
-        raise click.UsageError("Give --password-stdin or --remove-password, not both.")
     if password_stdin:
         params["password"] = stdin_line()
         if not params["password"]:
             # An empty line (or /dev/null) would remove the stored password: that takes its own flag.
             raise click.UsageError("--password-stdin read an empty password; to remove it, use --remove-password.")
+    return params
+
+
+@email_settings.command("edit")
+@settings_options
+@click.option("--remove-password", is_flag=True, help="remove the stored password")
+def edit_command(password_stdin: bool, remove_password: bool, **options: Any) -> None:
+    """Change some settings; what is not given keeps its stored value."""
+    if password_stdin and remove_password:
+        raise click.UsageError("Give --password-stdin or --remove-password, not both.")
+    params = _given(password_stdin, options)
     if remove_password:
         params["password"] = ""
     if not params:
@@ -141,16 +160,21 @@ def clear_command(yes: bool) -> None:
 
 @email_settings.command("test")
 @click.option("--to", "to", required=True, help="where to send the test email")
-def test_command(to: str) -> None:
-    """Send a test email through the stored settings and print every step."""
+@settings_options
+def test_command(to: str, password_stdin: bool, **options: Any) -> None:
+    """Send a test email and print every step: through the stored settings, or a draft of the
+    options given over them (never stored; another server needs its own password)."""
+    draft = _given(password_stdin, options)
     try:
-        report = testmail.run_test({"to": to}, actor=CLI_ACTOR)
+        report = testmail.run_test({"to": to, "settings": draft}, actor=CLI_ACTOR)
     except SettingsError as error:
         raise _fail(error) from None
     _print_report(report)
     if not report.sent:
         raise click.ClickException(report.message)
     click.echo(report.message)
+    for warning in report.warnings:
+        click.echo(f"Warning: {warning}")
 
 
 def _print_report(report: Any) -> None:

@@ -269,6 +269,22 @@ def test_cli_test_prints_the_steps(runner: FlaskCliRunner, client: Any) -> None:
     assert "FAIL connect" in failed.output and "refused the connection" in failed.output
 
 
+def test_cli_test_takes_a_draft_and_stores_nothing(app: Flask, runner: FlaskCliRunner) -> None:
+    before = stored_row(app)
+    with smtp_server() as (port, handler):
+        draft = ["--smtp-host", "127.0.0.1", "--smtp-port", str(port), "--encryption", "Plain"]
+        draft += ["--from-email", "ops@example.org", "--username", "ops", "--password-stdin"]
+        result = invoke(runner, "test", "--to", "me@example.net", *draft, input=f"{EXAMPLE_PASSWORD}\n")
+    assert result.exit_code != 0  # aiosmtpd offers no AUTH without an authenticator
+    assert "FAIL auth" in result.output and EXAMPLE_PASSWORD not in result.output
+    with smtp_server() as (port, handler):
+        draft = ["--smtp-host", "127.0.0.1", "--smtp-port", str(port), "--encryption", "Plain"]
+        result = invoke(runner, "test", "--to", "me@example.net", *draft, "--from-email", "ops@example.org")
+    assert result.exit_code == 0, result.output
+    assert handler.received[0].mail_from == "ops@example.org"
+    assert stored_row(app) == before
+
+
 def test_cli_export_and_import_move_an_installation(tmp_path: Path, app: Flask, runner: FlaskCliRunner) -> None:
     call(app.test_client(), "edit", COMPLETE | {"username": "mailer", "password": EXAMPLE_PASSWORD})
     plain = invoke(runner, "export")
