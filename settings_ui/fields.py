@@ -42,7 +42,8 @@ FIELDS: tuple[Field, ...] = (
         "allow_selfsigned_certs",
         bool,
         False,
-        "allow self-signed or otherwise invalid server certificates",
+        "switch off every check of the server certificate (issuer, dates, host name): any server "
+        "answering for smtp_host is then trusted",
     ),
     Field(
         "encryption",

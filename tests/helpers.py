@@ -36,6 +36,16 @@ CONFIGURED = {
 }
 """A complete configuration with a password (what the ``configured`` fixture stores)."""
 
+UNCONFIGURED = {
+    "allow_selfsigned_certs": False,
+    "encryption": "Plain",
+    "from_email": "",
+    "smtp_host": "",
+    "smtp_port": 0,
+    "username": "",
+}
+"""What show answers on a fresh installation, as the published API documents it."""
+
 ADMIN = "admin"
 ADMIN_PASSWORD = "correct horse battery staple"
 ADMIN_HASH = generate_password_hash(ADMIN_PASSWORD)

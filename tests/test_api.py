@@ -14,23 +14,13 @@ from sqlalchemy import text
 from settings_ui.extensions import db
 
 from .conftest import make_app, stored_row
-from .helpers import EXAMPLE_PASSWORD, PUBLIC_KEYS, assert_error, call
+from .helpers import EXAMPLE_PASSWORD, PUBLIC_KEYS, UNCONFIGURED, assert_error, call
 
 
 @pytest.fixture
 def app(any_database_app: Flask) -> Flask:
     """Every API test runs on SQLite and on PostgreSQL."""
     return any_database_app
-
-
-UNCONFIGURED = {
-    "allow_selfsigned_certs": False,
-    "encryption": "Plain",
-    "from_email": "",
-    "smtp_host": "",
-    "smtp_port": 0,
-    "username": "",
-}
 
 
 def test_show_on_a_fresh_install_is_the_unconfigured_state(client: FlaskClient) -> None:

@@ -334,13 +334,13 @@ def test_clearing_asks_for_confirmation(page: Any, site_app: Flask) -> None:
 
 @pytest.fixture
 def admin_site(tmp_path: Path) -> Iterator[LiveServer]:
-    from .test_security import ADMIN, ADMIN_HASH
+    from .helpers import ADMIN, ADMIN_HASH
 
     yield from _serve(make_app(tmp_path, WTF_CSRF_ENABLED=True, ADMIN_USERNAME=ADMIN, ADMIN_PASSWORD_HASH=ADMIN_HASH))
 
 
 def test_login_and_logout(admin_site: LiveServer, tab_factory: Any) -> None:
-    from .test_security import ADMIN, ADMIN_PASSWORD
+    from .helpers import ADMIN, ADMIN_PASSWORD
 
     page = tab_factory(admin_site.url).page
     page.goto("/")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -13,13 +14,14 @@ from jsonschema import Draft202012Validator
 from settings_ui import rules
 from settings_ui.web.openapi import document
 
+from .helpers import UNCONFIGURED
 from .openapi_check import check_response
-from .test_api import UNCONFIGURED
+from .processes import PROJECT
 
 
 def test_the_document_is_served_without_login(tmp_path: Any) -> None:
     from .conftest import make_app
-    from .test_security import ADMIN, ADMIN_HASH
+    from .helpers import ADMIN, ADMIN_HASH
 
     app = make_app(tmp_path, ADMIN_USERNAME=ADMIN, ADMIN_PASSWORD_HASH=ADMIN_HASH)
     response = app.test_client().get("/openapi.json")
@@ -81,3 +83,15 @@ def test_a_missing_etag_breaks_the_contract() -> None:
 def test_the_test_clients_check_every_api_answer(client: FlaskClient) -> None:
     # The fixtures' client runs check_response on every /email-settings call.
     assert type(client).__name__ == "ConformingClient"
+
+
+def test_the_committed_reference_is_the_served_document() -> None:
+    """docs/openapi.json, the API reference in the repository, is what /openapi.json serves.
+
+    After a change to the API: UPDATE_OPENAPI=1 make test PYTEST_ARGS="-k committed_reference".
+    """
+    committed = PROJECT / "docs" / "openapi.json"
+    current = json.dumps(document(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    if os.environ.get("UPDATE_OPENAPI") == "1":
+        committed.write_text(current)
+    assert committed.read_text() == current, "docs/openapi.json is stale: see this test's docstring"

@@ -33,7 +33,7 @@ COMPLETE = {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "no
 
 
 def test_healthz_needs_no_login_and_shows_no_settings(tmp_path: Path) -> None:
-    from .test_security import ADMIN, ADMIN_HASH
+    from .helpers import ADMIN, ADMIN_HASH
 
     app = make_app(tmp_path, ADMIN_USERNAME=ADMIN, ADMIN_PASSWORD_HASH=ADMIN_HASH)
     client = app.test_client()
