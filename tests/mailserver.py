@@ -26,6 +26,7 @@ SELF_SIGNED_PORT = 3465
 EXPIRING_PORT = 4465  # certificate expires in 10 days
 
 USERNAME = "mailer"
+TEMPFAIL_USERNAME = "tempfail"  # its sign-in loses Dovecot's auth process: Postfix answers 454
 PASSWORD = "mailer-password"
 SENDER = "mailer@mail.test"
 INBOX = "inbox@mail.test"

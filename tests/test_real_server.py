@@ -28,6 +28,7 @@ from .mailserver import (
     SELF_SIGNED_PORT,
     SENDER,
     SUBMISSION_PORT,
+    TEMPFAIL_USERNAME,
     TLS_PORT,
     USERNAME,
     delivered,
@@ -133,6 +134,17 @@ def test_a_wrong_password_is_one_failed_login_and_blames_the_credentials(client:
         time.sleep(0.1)
     time.sleep(0.5)  # a second attempt, if any, would be logged by now
     assert failed_logins() - before == 1
+
+
+def test_a_lost_authentication_server_is_temporary_not_a_wrong_password(client: FlaskClient) -> None:
+    error = failed(
+        send(client, SUBMISSION_PORT, "StartTLS", username=TEMPFAIL_USERNAME),
+        "auth",
+        "temporary",
+        "454",
+        "Try again",
+    )
+    assert "rejected the username or password" not in error["message"]
 
 
 def test_a_sender_refused_at_rcpt_names_from_email_and_the_account(client: FlaskClient) -> None:
