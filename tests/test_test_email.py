@@ -443,6 +443,20 @@ def test_the_page_tests_the_form_as_a_draft_and_remembers_the_recipient(app: Fla
     assert "sent." in later.find(id="last-test").get_text()
 
 
+def test_the_page_lists_the_warnings_of_a_sent_test_in_its_own_words(client: FlaskClient) -> None:
+    from bs4 import BeautifulSoup
+
+    auth = Authenticator("mailer", EXAMPLE_PASSWORD)  # offered without TLS: the password goes in clear
+    with smtp_server(authenticator=auth) as (port, handler):
+        configure(client, port, username="mailer", password=EXAMPLE_PASSWORD)
+        response = client.post("/test", data=_page_values(client) | {"to": RECIPIENT})
+    assert response.status_code == 200 and len(handler.received) == 1
+    soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
+    warnings = [li.get_text(" ", strip=True) for li in soup.select("#test-result .warnings li")]
+    assert len(warnings) == 1 and "unencrypted" in warnings[0]
+    assert "set “Encryption” to StartTLS or TLS" in warnings[0]  # the page's label, not the API name
+
+
 def test_the_page_shows_a_failed_step(client: FlaskClient) -> None:
     from bs4 import BeautifulSoup
 
