@@ -53,12 +53,14 @@ def client(tmp_path: Path) -> FlaskClient:
     return app_for(tmp_path).test_client()
 
 
-def send(client: FlaskClient, port: int, encryption: str, *, signed_in: bool = True, **settings: Any) -> Any:
+def send(
+    client: FlaskClient, port: int, encryption: str, *, to: str = INBOX, signed_in: bool = True, **settings: Any
+) -> Any:
     draft = {"smtp_host": HOST, "smtp_port": port, "encryption": encryption, "from_email": SENDER}
     if signed_in:
         draft.update(username=USERNAME, password=PASSWORD)
     draft.update(settings)
-    return call(client, "test", {"to": INBOX, "settings": draft})
+    return call(client, "test", {"to": to, "settings": draft})
 
 
 def sent(response: Any) -> dict[str, Any]:
@@ -175,21 +177,7 @@ def test_a_bare_ehlo_name_refused_at_rcpt_names_smtp_ehlo_name(tmp_path: Path) -
 
 
 def test_an_unknown_recipient_names_the_recipient(client: FlaskClient) -> None:
-    response = call(
-        client,
-        "test",
-        {
-            "to": "nobody@mail.test",
-            "settings": {
-                "smtp_host": HOST,
-                "smtp_port": SUBMISSION_PORT,
-                "encryption": "StartTLS",
-                "from_email": SENDER,
-                "username": USERNAME,
-                "password": PASSWORD,
-            },
-        },
-    )
+    response = send(client, SUBMISSION_PORT, "StartTLS", to="nobody@mail.test")
     failed(response, "rcpt_to", "nobody@mail.test", "550", "Check the recipient address")
 
 
