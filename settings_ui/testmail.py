@@ -18,7 +18,7 @@ from . import audit, crypto, operations, rules, smtp
 from .audit import SYSTEM, Actor
 from .operations import KEEP, SettingsError
 
-PARAMETERS = ("to", "settings")
+PARAMETERS = ("to", "settings", "dry_run")
 
 
 class TooManyTestsError(SettingsError):
@@ -43,11 +43,15 @@ def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report
 
     ``params["settings"]`` (optional) holds edit parameters merged over the stored
     settings and validated like :func:`~settings_ui.operations.edit`, but never stored.
+    ``params["dry_run"]`` (optional, false) stops after RCPT TO: nothing is delivered.
     Raises :class:`SettingsError` for invalid input; the outcome, sent or not, is
     recorded in the audit trail and returned.
     """
     operations.reject_unknown(params, PARAMETERS)
     to = _recipient(params.get("to"))
+    dry_run = params.get("dry_run", False)
+    if type(dry_run) is not bool:
+        raise SettingsError({"dry_run": f"must be a boolean (true or false), not {operations.json_type_name(dry_run)}"})
     draft = params.get("settings", {})
     if not isinstance(draft, dict):
         message = f"must be an object of edit parameters, not {operations.json_type_name(draft)}"
@@ -66,12 +70,15 @@ def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report
             timeout=float(config["SMTP_TIMEOUT"]),
             ca_file=config.get("SMTP_CA_FILE") or None,
             ehlo_name=config.get("SMTP_EHLO_NAME") or None,
+            dry_run=dry_run,
         )
     finally:
         running.release()
     where = f"to {to} via {smtp.host_port(target.smtp_host, target.smtp_port)} ({target.encryption})"
     if report.sent:
         audit.record("test email sent", actor, where)
+    elif report.checked:
+        audit.record("test email checked (not sent)", actor, where)
     else:
         audit.record("test email failed", actor, f"{where}: failed at {report.failed_step}")
     return report

@@ -44,18 +44,21 @@
     portNote.hidden = warning === "";
   }
 
-  var testButton = document.getElementById("test-button");
   var progress = document.getElementById("test-progress");
+  var busyText = {
+    "test-button": "Sending the test email… this takes at most ",
+    "check-button": "Checking the server… this takes at most ",
+  };
   form.addEventListener("submit", function (event) {
     // A disabled checkbox is not submitted: enable it so saving keeps its value.
     selfSigned.disabled = false;
-    if (event.submitter === testButton) {
-      var seconds = testButton.getAttribute("data-timeout");
-      progress.textContent = "Sending the test email… this takes at most " + seconds + " seconds.";
-      // Disable only after the browser has taken the button's formaction.
+    var button = event.submitter;
+    if (button && busyText[button.id]) {
+      progress.textContent = busyText[button.id] + button.getAttribute("data-timeout") + " seconds.";
+      // Disable only after the browser has taken the button's formaction (and name).
       window.setTimeout(function () {
-        testButton.disabled = true;
-        testButton.setAttribute("aria-busy", "true");
+        button.disabled = true;
+        button.setAttribute("aria-busy", "true");
       }, 0);
     }
   });

@@ -43,6 +43,8 @@ class RecordingHandler:
     recipient_reply: str | None = None  # answer RCPT with this instead
     received: list[Received] = field(default_factory=list)
     connections: int = 0
+    accepted_recipients: list[str] = field(default_factory=list)
+    resets: int = 0
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> Any:
         self.connections += 1
@@ -62,6 +64,11 @@ class RecordingHandler:
         if self.recipient_reply is not None:
             return self.recipient_reply
         envelope.rcpt_tos.append(address)
+        self.accepted_recipients.append(address)
+        return "250 OK"
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        self.resets += 1
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:

@@ -269,6 +269,16 @@ def test_cli_test_prints_the_steps(runner: FlaskCliRunner, client: Any) -> None:
     assert "FAIL connect" in failed.output and "refused the connection" in failed.output
 
 
+def test_cli_test_dry_run_checks_without_sending(runner: FlaskCliRunner, client: Any) -> None:
+    with smtp_server() as (port, handler):
+        call(client, "edit", COMPLETE | {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "Plain"})
+        result = invoke(runner, "test", "--to", "me@example.net", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "ok   rcpt_to" in result.output and " data " not in result.output
+    assert "nothing was sent" in result.output
+    assert handler.accepted_recipients == ["me@example.net"] and handler.received == []
+
+
 def test_cli_test_takes_a_draft_and_stores_nothing(app: Flask, runner: FlaskCliRunner) -> None:
     before = stored_row(app)
     with smtp_server() as (port, handler):

@@ -22,6 +22,7 @@ from .mailserver import (
     EXPIRING_PORT,
     HOST,
     INBOX,
+    MAILDIR,
     OTHER_NAME_PORT,
     PASSWORD,
     PLAIN_PORT,
@@ -54,13 +55,20 @@ def client(tmp_path: Path) -> FlaskClient:
 
 
 def send(
-    client: FlaskClient, port: int, encryption: str, *, to: str = INBOX, signed_in: bool = True, **settings: Any
+    client: FlaskClient,
+    port: int,
+    encryption: str,
+    *,
+    to: str = INBOX,
+    signed_in: bool = True,
+    dry_run: bool = False,
+    **settings: Any,
 ) -> Any:
     draft = {"smtp_host": HOST, "smtp_port": port, "encryption": encryption, "from_email": SENDER}
     if signed_in:
         draft.update(username=USERNAME, password=PASSWORD)
     draft.update(settings)
-    return call(client, "test", {"to": to, "settings": draft})
+    return call(client, "test", {"to": to, "settings": draft, "dry_run": dry_run})
 
 
 def sent(response: Any) -> dict[str, Any]:
@@ -216,3 +224,34 @@ def test_a_certificate_that_expires_soon_is_a_warning(client: FlaskClient) -> No
     result = sent(send(client, EXPIRING_PORT, "TLS"))
     assert len(result["warnings"]) == 1
     assert re.search(r"expires in (9|10) days", result["warnings"][0]), result["warnings"]
+
+
+# --- Checking without sending -------------------------------------------------------------------
+
+
+def _maildir_files() -> int:
+    return sum(1 for _ in (MAILDIR / "new").glob("*")) + sum(1 for _ in (MAILDIR / "tmp").glob("*"))
+
+
+def test_a_dry_run_proves_the_sign_in_and_addresses_and_delivers_nothing(client: FlaskClient) -> None:
+    before = _maildir_files()
+    response = send(client, SUBMISSION_PORT, "StartTLS", dry_run=True)
+    assert response.status_code == 200, response.get_json()
+    result = response.get_json()["result"]
+    assert result["sent"] is False and result["checked"] is True
+    assert [step["name"] for step in result["steps"]][-3:] == ["auth", "mail_from", "rcpt_to"]
+    time.sleep(1)  # Postfix delivers in the background: a message, had there been one, would be there by now
+    assert _maildir_files() == before
+
+
+def test_a_dry_run_shows_a_sender_refused_for_the_login_at_from_email(client: FlaskClient) -> None:
+    before = _maildir_files()
+    error = failed(
+        send(client, SUBMISSION_PORT, "StartTLS", from_email="someone-else@mail.test", dry_run=True),
+        "rcpt_to",
+        "Sender address rejected",
+        "Check from_email",
+    )
+    assert error["steps"][-1]["name"] == "rcpt_to"
+    time.sleep(1)
+    assert _maildir_files() == before

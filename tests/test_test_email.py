@@ -111,6 +111,44 @@ def test_implicit_tls_delivery(client: FlaskClient, certificates: Certificates) 
     assert handler.received[0].tls is True
 
 
+def test_the_ehlo_step_lists_the_server_capabilities_before_and_after_starttls(
+    client: FlaskClient, certificates: Certificates
+) -> None:
+    auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    with smtp_server(starttls=certificates.server, authenticator=auth, auth_require_tls=True) as (port, _):
+        configure(client, port, encryption="StartTLS", username="mailer", password=EXAMPLE_PASSWORD)
+        steps = {step["name"]: step["detail"] for step in send(client).get_json()["result"]["steps"]}
+    # Before TLS the server hides AUTH (auth_require_tls); after STARTTLS it offers its mechanisms.
+    assert "capabilities: " in steps["ehlo"] and "STARTTLS" in steps["ehlo"] and "SIZE 33554432" in steps["ehlo"]
+    assert "AUTH" not in steps["ehlo"]
+    assert "capabilities after STARTTLS: " in steps["starttls"] and "AUTH LOGIN PLAIN" in steps["starttls"]
+
+
+def test_a_dry_run_checks_sender_and_recipient_and_delivers_nothing(app: Flask, client: FlaskClient) -> None:
+    with smtp_server() as (port, handler):
+        configure(client, port)
+        response = send(client, dry_run=True)
+    assert response.status_code == 200, response.get_json()
+    result = response.get_json()["result"]
+    assert result["sent"] is False and result["checked"] is True
+    assert "nothing was sent" in result["message"]
+    assert step_names(result["steps"]) == ["resolve", "connect", "ehlo", "mail_from", "rcpt_to"]
+    assert handler.accepted_recipients == [RECIPIENT]  # the server did check the recipient
+    assert handler.received == [] and handler.resets == 1  # nothing delivered; the envelope reset
+    from settings_ui import audit
+
+    with app.app_context(), db.engine.connect() as connection:
+        [event, *_] = audit.recent_changes(connection, 1)
+    assert event.action == "test email checked (not sent)"
+
+
+def test_a_dry_run_reports_a_refused_sender_like_a_test(client: FlaskClient) -> None:
+    with smtp_server(RecordingHandler(refuse_sender=True)) as (port, handler):
+        configure(client, port)
+        failed(send(client, dry_run=True), "mail_from", "refused the sender", "from_email")
+    assert handler.received == []
+
+
 def test_a_host_name_is_resolved(client: FlaskClient) -> None:
     with smtp_server() as (port, handler):
         configure(client, port, smtp_host="localhost")
@@ -359,6 +397,7 @@ def test_a_stored_password_under_another_key_is_explained(tmp_path: Path, certif
         ({"to": "a@example.com\r\nBcc: x@example.com"}, "to", "carriage return"),
         ({"to": RECIPIENT, "settings": []}, "settings", "must be an object"),
         ({"to": RECIPIENT, "cc": RECIPIENT}, "cc", "Unknown parameter"),
+        ({"to": RECIPIENT, "dry_run": "yes"}, "dry_run", "must be a boolean"),
     ],
 )
 def test_bad_test_requests_send_nothing(
@@ -441,6 +480,22 @@ def test_the_page_tests_the_form_as_a_draft_and_remembers_the_recipient(app: Fla
     later = BeautifulSoup(client.get("/").get_data(as_text=True), "html.parser")
     assert later.find("input", attrs={"name": "to"})["value"] == RECIPIENT
     assert "sent." in later.find(id="last-test").get_text()
+
+
+def test_the_page_checks_without_sending_when_asked(app: Flask, client: FlaskClient) -> None:
+    from bs4 import BeautifulSoup
+
+    with smtp_server() as (port, handler):
+        configure(client, port)
+        before = stored_row(app)
+        response = client.post("/test", data=_page_values(client) | {"to": RECIPIENT, "check_only": "1"})
+    assert response.status_code == 200
+    result = BeautifulSoup(response.get_data(as_text=True), "html.parser").find(id="test-result")
+    assert "Checked." in result.get_text() and "nothing was sent" in result.get_text()
+    assert handler.accepted_recipients == [RECIPIENT] and handler.received == []
+    assert stored_row(app) == before
+    later = BeautifulSoup(client.get("/").get_data(as_text=True), "html.parser")
+    assert "checked, not sent." in later.find(id="last-test").get_text()
 
 
 def test_the_page_lists_the_warnings_of_a_sent_test_in_its_own_words(client: FlaskClient) -> None:

@@ -85,7 +85,8 @@ class Step:
 
 @dataclass
 class Report:
-    """The outcome of one test: ``sent`` only when the server accepted the message data."""
+    """The outcome of one test: ``sent`` only when the server accepted the message data;
+    ``checked`` when the server accepted everything up to it (a dry run stops there)."""
 
     sent: bool
     steps: list[Step]
@@ -97,6 +98,7 @@ class Report:
     cause: str = ""
     certificate: list[str] = field(default_factory=list)
     fix: str = ""
+    checked: bool = False
 
     def step_dicts(self) -> list[dict[str, Any]]:
         """The steps as the API lists them."""
@@ -131,13 +133,16 @@ def send(
     timeout: float,
     ca_file: str | None = None,
     ehlo_name: str | None = None,
+    dry_run: bool = False,
 ) -> Report:
     """Send one test message to ``to`` through ``target``; never raises for an SMTP problem.
 
     ``ehlo_name`` is the name this machine gives in EHLO; by default its fully qualified domain
     name, or the address literal of the connection's local end (``[192.0.2.1]``) when it has none.
+    A ``dry_run`` stops after RCPT TO (then RSET and QUIT): the server, the sign-in, the sender
+    and the recipient are checked, and nothing is delivered.
     """
-    conversation = _Conversation(target, to, timeout, ca_file, ehlo_name)
+    conversation = _Conversation(target, to, timeout, ca_file, ehlo_name, dry_run)
     # The conversation's event loop runs in a thread of its own, so that a caller that already
     # runs a loop in this thread (an async host, Playwright's sync API) can call us as well.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="smtp-test") as runner:
@@ -170,9 +175,12 @@ def build_message(target: SmtpTarget, to: str) -> EmailMessage:
 
 
 class _Conversation:
-    def __init__(self, target: SmtpTarget, to: str, timeout: float, ca_file: str | None, ehlo_name: str | None):
+    def __init__(
+        self, target: SmtpTarget, to: str, timeout: float, ca_file: str | None, ehlo_name: str | None, dry_run: bool
+    ):
         self.target = target
         self.to = to
+        self.dry_run = dry_run
         self.timeout = timeout
         self.ca_file = ca_file
         self.where = diagnosis.host_port(target.smtp_host, target.smtp_port)
@@ -207,7 +215,8 @@ class _Conversation:
                 await self._step("auth", self._auth)
             await self._step("mail_from", self._mail_from)
             await self._step("rcpt_to", self._rcpt_to)
-            await self._step("data", self._data)
+            if not self.dry_run:
+                await self._step("data", self._data)
         except _StepFailed as failure:
             step = self.steps[-1].name
             message = f"The test email was not sent: the {step} step failed. {failure.detail}"
@@ -224,13 +233,14 @@ class _Conversation:
             )
         finally:
             await self._close()
-        return Report(
-            True,
-            self.steps,
-            self._elapsed_ms(),
-            f"The test email to {self.to} was accepted by {self.where}.",
-            self.warnings,
-        )
+        if self.dry_run:
+            message = (
+                f"{self.where} accepted the sender {target.from_email} and the recipient {self.to}; "
+                "nothing was sent (a check only)."
+            )
+        else:
+            message = f"The test email to {self.to} was accepted by {self.where}."
+        return Report(not self.dry_run, self.steps, self._elapsed_ms(), message, self.warnings, checked=True)
 
     def _elapsed_ms(self) -> int:
         return round((time.monotonic() - self.started) * 1000)
@@ -424,8 +434,10 @@ class _Conversation:
                     diagnosis.EHLO_NAME_FIX,
                 ) from None
             return f"HELO accepted (server does not support EHLO): {diagnosis.one_line(reply.message)}"
-        extensions = ", ".join(sorted(name.upper() for name in self.smtp.esmtp_extensions)) or "none"
-        return f"greeting {diagnosis.reply(self.greeting.code, self.greeting.message)}; extensions: {extensions}"
+        return (
+            f"greeting {diagnosis.reply(self.greeting.code, self.greeting.message)}; "
+            f"capabilities: {', '.join(capabilities(self.smtp)) or 'none'}"
+        )
 
     async def _starttls(self) -> str:
         smtp = self.smtp
@@ -447,7 +459,7 @@ class _Conversation:
             raise _StepFailed(
                 f"The server rejected EHLO after STARTTLS: {diagnosis.reply(error.code, error.message)}."
             ) from None
-        return self._tls_detail()
+        return f"{self._tls_detail()}; capabilities after STARTTLS: {', '.join(capabilities(smtp)) or 'none'}"
 
     async def _auth(self) -> str:
         smtp = self.smtp
@@ -550,6 +562,8 @@ class _Conversation:
         if self.smtp.is_connected:
             try:
                 async with asyncio.timeout_at(min(self.deadline, time.monotonic() + _QUIT_WITHIN)):
+                    if self.dry_run:
+                        await self.smtp.rset()  # the server forgets the sender and recipient we gave
                     await self.smtp.quit()
             except (aiosmtplib.SMTPException, OSError):
                 pass  # TimeoutError included: the message, if any, was already accepted
@@ -608,6 +622,11 @@ async def _hang_up(client: aiosmtplib.SMTP, transport: asyncio.BaseTransport | N
     if isinstance(transport, asyncio.Transport):
         transport.abort()
     await asyncio.sleep(0)  # let the loop run the transport's own clean-up
+
+
+def capabilities(client: aiosmtplib.SMTP) -> list[str]:
+    """The server's EHLO keywords with their parameters, as it sent them (``SIZE 10240000``)."""
+    return sorted(f"{name.upper()} {value}".strip() for name, value in client.esmtp_extensions.items())
 
 
 def _unchecked_context() -> ssl.SSLContext:

@@ -128,8 +128,15 @@ def clear() -> Response:
 @bp.post("/test")
 def test() -> Response:
     report = testmail.run_test(read_params(), actor=actor())
-    if not report.sent:
+    if not report.checked:
         return error_response(400, report.message, steps=report.step_dicts(), elapsed_ms=report.elapsed_ms)
     return success_response(
-        {"sent": True, "steps": report.step_dicts(), "elapsed_ms": report.elapsed_ms, "warnings": report.warnings}
+        {
+            "sent": report.sent,
+            "checked": True,
+            "message": report.message,
+            "steps": report.step_dicts(),
+            "elapsed_ms": report.elapsed_ms,
+            "warnings": report.warnings,
+        }
     )

@@ -15,6 +15,7 @@ from wtforms import (
     SelectChoice,
     SelectField,
     StringField,
+    SubmitField,
 )
 from wtforms.validators import AnyOf, InputRequired, ValidationError
 
@@ -104,6 +105,7 @@ class SettingsForm(FlaskForm):
         description="Tests the settings in this form, saved or not. Nothing is saved by testing.",
         render_kw={"autocomplete": "email"},
     )
+    check_only = SubmitField("Check only (don't send)")
 
     def to_params(self) -> dict[str, Any]:
         """The edit parameters this submission asks for (a blank password keeps the stored one)."""

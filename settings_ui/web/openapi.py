@@ -131,6 +131,12 @@ def document() -> dict[str, Any]:
         "properties": {
             "to": {"type": "string", "minLength": 3, "pattern": _NO_CONTROL, "description": "one recipient address"},
             "settings": {"$ref": "#/components/schemas/EditParams"},
+            "dry_run": {
+                "type": "boolean",
+                "default": False,
+                "description": "stop after RCPT TO (then RSET and QUIT): check the server, the sign-in, the "
+                "sender and the recipient without delivering anything",
+            },
         },
     }
     step = {
@@ -146,10 +152,12 @@ def document() -> dict[str, Any]:
     }
     test_result = {
         "type": "object",
-        "required": ["sent", "steps", "elapsed_ms", "warnings"],
+        "required": ["sent", "checked", "message", "steps", "elapsed_ms", "warnings"],
         "additionalProperties": False,
         "properties": {
-            "sent": {"const": True},
+            "sent": {"type": "boolean", "description": "the server accepted the message (false for a dry run)"},
+            "checked": {"const": True, "description": "the server accepted the sender and the recipient"},
+            "message": {"type": "string"},
             "steps": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}},
             "elapsed_ms": {"type": "integer", "minimum": 0},
             "warnings": {
@@ -162,7 +170,7 @@ def document() -> dict[str, Any]:
     }
     test_responses = _responses(
         {
-            "description": "the server accepted the test message",
+            "description": "the server accepted the test message (or, for a dry run, its sender and recipient)",
             "content": {"application/json": {"schema": _envelope(test_result)}},
         }
     )

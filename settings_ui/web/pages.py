@@ -113,13 +113,16 @@ def test_settings() -> tuple[str, int]:
         return _render(form, 400, NOT_TESTED)
     to = (form.to.data or "").strip()
     try:
-        report = testmail.run_test({"to": to, "settings": form.to_params()}, actor=actor())
+        report = testmail.run_test(
+            {"to": to, "settings": form.to_params(), "dry_run": bool(form.check_only.data)}, actor=actor()
+        )
     except SettingsError as error:
         status = 429 if isinstance(error, TooManyTestsError) else 400
         return _render(form, status, _show_field_errors(form, error, NOT_TESTED))
     session["last_test_to"] = to
     session["last_test"] = {
         "sent": report.sent,
+        "checked": report.checked,
         "to": to,
         "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "message": report.message,
