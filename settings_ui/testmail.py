@@ -7,9 +7,10 @@ A test that was not sent is an outcome, not an error: :func:`run_test` returns t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Flask, current_app
@@ -22,20 +23,35 @@ PARAMETERS = ("to", "settings", "dry_run")
 
 
 class TooManyTestsError(SettingsError):
-    """As many test emails as allowed are running in this process: this one was not started."""
+    """As many test emails and detections as allowed are running in this process: this one was not started."""
 
     def __init__(self, retry_after: int):
         self.retry_after = retry_after
         super().__init__(
             message=(
-                "Other test emails are running right now, so this one was not started (each may take up to "
-                f"SMTP_TIMEOUT). Try again in {retry_after} seconds."
+                "Other test emails or detections are running right now, so this one was not started (each may "
+                f"take up to SMTP_TIMEOUT). Try again in {retry_after} seconds."
             )
         )
 
 
 def init_app(app: Flask) -> None:
     app.extensions["settings_ui.running_tests"] = threading.BoundedSemaphore(int(app.config["MAX_CONCURRENT_TESTS"]))
+
+
+@contextlib.contextmanager
+def smtp_slot() -> Iterator[None]:
+    """Hold one of the MAX_CONCURRENT_TESTS places for talking to SMTP servers (a test or a
+    detect), or raise :class:`TooManyTestsError` at once when none is free."""
+    running: threading.BoundedSemaphore = current_app.extensions["settings_ui.running_tests"]
+    # Each may wait SMTP_TIMEOUT on a silent server: past a few at once, the rest would hold
+    # every worker thread, and the page and API would stop answering.
+    if not running.acquire(blocking=False):
+        raise TooManyTestsError(retry_after=math.ceil(float(current_app.config["SMTP_TIMEOUT"])))
+    try:
+        yield
+    finally:
+        running.release()
 
 
 def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report:
@@ -58,12 +74,7 @@ def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report
         raise SettingsError({"settings": message})
     target = resolve_target(draft)
     config = current_app.config
-    running: threading.BoundedSemaphore = current_app.extensions["settings_ui.running_tests"]
-    # A test may wait SMTP_TIMEOUT on a silent server: past a few at once, the rest would hold
-    # every worker thread, and the page and API would stop answering.
-    if not running.acquire(blocking=False):
-        raise TooManyTestsError(retry_after=math.ceil(float(config["SMTP_TIMEOUT"])))
-    try:
+    with smtp_slot():
         report = smtp.send(
             target,
             to,
@@ -72,8 +83,6 @@ def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report
             ehlo_name=config.get("SMTP_EHLO_NAME") or None,
             dry_run=dry_run,
         )
-    finally:
-        running.release()
     where = f"to {to} via {smtp.host_port(target.smtp_host, target.smtp_port)} ({target.encryption})"
     if report.sent:
         audit.record("test email sent", actor, where)

@@ -1,9 +1,10 @@
 """Generated requests from /openapi.json (Schemathesis), bounded for CI.
 
 Every generated call must answer without a 5xx, conform to the document, and, when
-rejected, leave the stored settings exactly as they were. /email-settings/test is
-left out: its generated drafts would send mail to arbitrary hosts; it is covered
-against real local SMTP servers in test_test_email.py.
+rejected, leave the stored settings exactly as they were. /email-settings/test and
+/email-settings/detect are left out: their generated requests would reach arbitrary
+hosts; they are covered against real local SMTP servers in test_test_email.py and
+test_detect.py.
 """
 
 from __future__ import annotations

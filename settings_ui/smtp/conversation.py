@@ -18,13 +18,13 @@ import errno
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosmtplib
 
@@ -99,6 +99,11 @@ class Report:
     certificate: list[str] = field(default_factory=list)
     fix: str = ""
     checked: bool = False
+    # What the server showed: its EHLO capabilities by the step that read them (ehlo, and
+    # starttls after encrypting), its certificate (DER), and whether that was verified.
+    capabilities: dict[str, list[str]] = field(default_factory=dict)
+    peer_certificate: bytes | None = field(default=None, repr=False)
+    certificate_verified: bool = False
 
     def step_dicts(self) -> list[dict[str, Any]]:
         """The steps as the API lists them."""
@@ -142,11 +147,40 @@ def send(
     A ``dry_run`` stops after RCPT TO (then RSET and QUIT): the server, the sign-in, the sender
     and the recipient are checked, and nothing is delivered.
     """
-    conversation = _Conversation(target, to, timeout, ca_file, ehlo_name, dry_run)
-    # The conversation's event loop runs in a thread of its own, so that a caller that already
-    # runs a loop in this thread (an async host, Playwright's sync API) can call us as well.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="smtp-test") as runner:
-        return runner.submit(asyncio.run, conversation.run()).result()
+    conversation = converse(
+        target, to, timeout=timeout, ca_file=ca_file, ehlo_name=ehlo_name, until="rcpt_to" if dry_run else "data"
+    )
+    return run_in_own_loop(conversation)
+
+
+_T = TypeVar("_T")
+
+
+def run_in_own_loop(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coroutine`` to its end on an event loop in a thread of its own.
+
+    So that a caller that already runs a loop in this thread (an async host, Playwright's
+    sync API) can call us as well.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="smtp") as runner:
+        return runner.submit(asyncio.run, coroutine).result()
+
+
+async def converse(
+    target: SmtpTarget,
+    to: str,
+    *,
+    timeout: float,
+    ca_file: str | None,
+    ehlo_name: str | None,
+    until: str = "data",
+    deadline: float | None = None,
+) -> Report:
+    """Talk to ``target`` step by step (see :func:`send`), stopping after the step named ``until``:
+    ``data`` sends, ``rcpt_to`` is a dry run, ``auth`` checks the sign-in, ``ehlo`` or ``starttls``
+    only look at what the server offers. ``deadline`` (``time.monotonic``) ends it sooner than
+    ``timeout``, the limit its messages name, when it is one of several within that limit."""
+    return await _Conversation(target, to, timeout, ca_file, ehlo_name, until, deadline).run()
 
 
 def build_message(target: SmtpTarget, to: str) -> EmailMessage:
@@ -176,16 +210,27 @@ def build_message(target: SmtpTarget, to: str) -> EmailMessage:
 
 class _Conversation:
     def __init__(
-        self, target: SmtpTarget, to: str, timeout: float, ca_file: str | None, ehlo_name: str | None, dry_run: bool
+        self,
+        target: SmtpTarget,
+        to: str,
+        timeout: float,
+        ca_file: str | None,
+        ehlo_name: str | None,
+        until: str,
+        deadline: float | None = None,
     ):
         self.target = target
         self.to = to
-        self.dry_run = dry_run
+        self.until = until
+        self.capabilities: dict[str, list[str]] = {}
+        self.peer_certificate: bytes | None = None
+        self.certificate_verified = False
         self.timeout = timeout
         self.ca_file = ca_file
         self.where = diagnosis.host_port(target.smtp_host, target.smtp_port)
         self.started = time.monotonic()
-        self.deadline = self.started + timeout  # the event loop's clock is time.monotonic
+        # The event loop's clock is time.monotonic.
+        self.deadline = self.started + timeout if deadline is None else min(deadline, self.started + timeout)
         self.steps: list[Step] = []
         self.warnings: list[str] = []
         self.addresses: list[tuple[Any, ...]] = []
@@ -201,31 +246,17 @@ class _Conversation:
     async def run(self) -> Report:
         target = self.target
         try:
-            await self._step("resolve", self._resolve)
-            await self._step("connect", self._connect)
-            if target.encryption == "TLS":
-                await self._step("tls", self._implicit_tls)
-            else:
-                await self._step("ehlo", self._plain_greeting_and_ehlo)
-            if target.encryption == "TLS":
-                await self._step("ehlo", self._ehlo)
-            if target.encryption == "StartTLS":
-                await self._step("starttls", self._starttls)
-            if target.username:
-                await self._step("auth", self._auth)
-            await self._step("mail_from", self._mail_from)
-            await self._step("rcpt_to", self._rcpt_to)
-            if not self.dry_run:
-                await self._step("data", self._data)
+            for name, action in self._plan():
+                await self._step(name, action)
+                if name == self.until:
+                    break
         except _StepFailed as failure:
             step = self.steps[-1].name
             message = f"The test email was not sent: the {step} step failed. {failure.detail}"
             if failure.fix:
                 message += f" {failure.fix}"
-            return Report(
+            return self._report(
                 False,
-                self.steps,
-                self._elapsed_ms(),
                 message,
                 cause=f"The {step} step failed. {failure.cause}",
                 certificate=failure.certificate,
@@ -233,14 +264,44 @@ class _Conversation:
             )
         finally:
             await self._close()
-        if self.dry_run:
+        if self.until == "data":
+            message = f"The test email to {self.to} was accepted by {self.where}."
+        elif self.until == "rcpt_to":
             message = (
                 f"{self.where} accepted the sender {target.from_email} and the recipient {self.to}; "
                 "nothing was sent (a check only)."
             )
         else:
-            message = f"The test email to {self.to} was accepted by {self.where}."
-        return Report(not self.dry_run, self.steps, self._elapsed_ms(), message, self.warnings, checked=True)
+            message = f"{self.where} passed every step up to {self.until}."
+        return self._report(True, message, warnings=self.warnings)
+
+    def _plan(self) -> list[tuple[str, Callable[[], Awaitable[str]]]]:
+        """The steps of this conversation, in order."""
+        encryption = self.target.encryption
+        plan = [("resolve", self._resolve), ("connect", self._connect)]
+        if encryption == "TLS":
+            plan += [("tls", self._implicit_tls), ("ehlo", self._ehlo)]
+        else:
+            plan.append(("ehlo", self._plain_greeting_and_ehlo))
+        if encryption == "StartTLS":
+            plan.append(("starttls", self._starttls))
+        if self.target.username:
+            plan.append(("auth", self._auth))
+        plan += [("mail_from", self._mail_from), ("rcpt_to", self._rcpt_to), ("data", self._data)]
+        return plan
+
+    def _report(self, passed: bool, message: str, **outcome: Any) -> Report:
+        return Report(
+            sent=passed and self.until == "data",
+            steps=self.steps,
+            elapsed_ms=self._elapsed_ms(),
+            message=message,
+            checked=passed,
+            capabilities=self.capabilities,
+            peer_certificate=self.peer_certificate,
+            certificate_verified=self.certificate_verified,
+            **outcome,
+        )
 
     def _elapsed_ms(self) -> int:
         return round((time.monotonic() - self.started) * 1000)
@@ -434,9 +495,10 @@ class _Conversation:
                     diagnosis.EHLO_NAME_FIX,
                 ) from None
             return f"HELO accepted (server does not support EHLO): {diagnosis.one_line(reply.message)}"
+        self.capabilities["ehlo"] = capabilities(self.smtp)
         return (
             f"greeting {diagnosis.reply(self.greeting.code, self.greeting.message)}; "
-            f"capabilities: {', '.join(capabilities(self.smtp)) or 'none'}"
+            f"capabilities: {', '.join(self.capabilities['ehlo']) or 'none'}"
         )
 
     async def _starttls(self) -> str:
@@ -459,7 +521,10 @@ class _Conversation:
             raise _StepFailed(
                 f"The server rejected EHLO after STARTTLS: {diagnosis.reply(error.code, error.message)}."
             ) from None
-        return f"{self._tls_detail()}; capabilities after STARTTLS: {', '.join(capabilities(smtp)) or 'none'}"
+        self.capabilities["starttls"] = capabilities(smtp)
+        return (
+            f"{self._tls_detail()}; capabilities after STARTTLS: {', '.join(self.capabilities['starttls']) or 'none'}"
+        )
 
     async def _auth(self) -> str:
         smtp = self.smtp
@@ -562,7 +627,7 @@ class _Conversation:
         if self.smtp.is_connected:
             try:
                 async with asyncio.timeout_at(min(self.deadline, time.monotonic() + _QUIT_WITHIN)):
-                    if self.dry_run:
+                    if self.until == "rcpt_to":
                         await self.smtp.rset()  # the server forgets the sender and recipient we gave
                     await self.smtp.quit()
             except (aiosmtplib.SMTPException, OSError):
@@ -582,6 +647,8 @@ class _Conversation:
                 "anyone between this machine and the server could read the mail and the password."
             )
         der = tls.getpeercert(binary_form=True)
+        self.peer_certificate = der
+        self.certificate_verified = not self.target.allow_selfsigned_certs
         days = diagnosis.days_until_expiry(der) if der else None
         if days is not None and days < _EXPIRY_WARNING_DAYS:
             self.warnings.append(
@@ -590,7 +657,7 @@ class _Conversation:
         return f"{tls.version() or 'TLS'}; {self._certificate_state()}"
 
     async def _certificate_failure(self, error: ssl.SSLCertVerificationError) -> _StepFailed:
-        der = await self._fetch_certificate()
+        der = self.peer_certificate = await self._fetch_certificate()
         cause, fix = diagnosis.certificate(error.verify_code, str(error.verify_message), self.target.smtp_host, der)
         return _StepFailed(cause, fix, diagnosis.certificate_details(der) if der else [])
 

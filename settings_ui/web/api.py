@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from .. import operations, testmail
+from .. import detection, operations, testmail
 from ..operations import BusySettingsError, SettingsError, StaleSettingsError
 from ..testmail import TooManyTestsError
 from .auth import actor
@@ -140,3 +140,8 @@ def test() -> Response:
             "warnings": report.warnings,
         }
     )
+
+
+@bp.post("/detect")
+def detect() -> Response:
+    return success_response(detection.detect(read_params(), actor=actor()).as_dict())

@@ -7,7 +7,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from .. import fields
+from .. import fields, rules
+from ..smtp.detect import DEFAULT_PORTS, MAX_PORTS
 
 bp = Blueprint("openapi", __name__)
 
@@ -93,7 +94,8 @@ def _responses(success: dict[str, Any], *, conditional: bool = False) -> dict[st
         "405": _error("not POST"),
         "413": _error("the request body is too large"),
         "429": _error(
-            "too many failed sign-ins from this address, or (test) too many test emails running at once",
+            "too many failed sign-ins from this address, or (test, detect) too many test emails and detections "
+            "running at once",
             {"Retry-After": {"schema": {"type": "string"}}},
         ),
         "500": _error("unexpected server error (details in the server log, never in the response)"),
@@ -177,6 +179,111 @@ def document() -> dict[str, Any]:
     test_responses["400"] = _error(
         "invalid input, or the test email was not sent: error.steps lists the steps that ran"
     )
+    detect_params = {
+        "type": "object",
+        "required": ["smtp_host"],
+        "additionalProperties": False,
+        "properties": {
+            "smtp_host": _parameter_schema(fields.BY_NAME["smtp_host"]),
+            "username": {
+                **_parameter_schema(fields.BY_NAME["username"]),
+                "description": "who will sign in: Plain is then never recommended",
+            },
+            "password": {
+                **_parameter_schema(fields.BY_NAME["password"]),
+                "description": "tried once, on the best candidate only, and only once its certificate was "
+                "verified; without it, the stored password is used for the stored host and username, toward the "
+                "stored port and encryption only",
+            },
+            "ports": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": rules.PORT_MIN, "maximum": rules.PORT_MAX},
+                "minItems": 1,
+                "maxItems": MAX_PORTS,
+                "uniqueItems": True,
+                "default": list(DEFAULT_PORTS),
+            },
+        },
+    }
+    candidate = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "smtp_port",
+            "encryption",
+            "ok",
+            "connected",
+            "greeted",
+            "tls",
+            "certificate",
+            "capabilities",
+            "auth",
+            "detail",
+        ],
+        "properties": {
+            "smtp_port": {"type": "integer"},
+            "encryption": {"enum": list(rules.ENCRYPTIONS)},
+            "ok": {"type": "boolean", "description": "the server answered this way up to EHLO (after TLS, if any)"},
+            "connected": {"type": "boolean"},
+            "greeted": {"type": "boolean"},
+            "tls": {"type": "boolean", "description": "a TLS session was negotiated"},
+            "certificate": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["verified", "problem", "details", "sha256"],
+                        "properties": {
+                            "verified": {"type": "boolean"},
+                            "problem": {"type": "string", "description": "why it was not verified"},
+                            "details": {"type": "array", "items": {"type": "string"}},
+                            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        },
+                    },
+                ]
+            },
+            "capabilities": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "EHLO keywords with their parameters (SIZE 10240000, AUTH PLAIN LOGIN, ...)",
+            },
+            "auth": {"enum": ["ok", "failed", "not tried"]},
+            "detail": {"type": "string"},
+        },
+    }
+    detect_result = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["recommended", "candidates", "elapsed_ms", "message"],
+        "properties": {
+            "recommended": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["smtp_host", "smtp_port", "encryption", "allow_selfsigned_certs"],
+                        "properties": {
+                            name: _stored_schema(fields.BY_NAME[name])
+                            for name in ("smtp_host", "smtp_port", "encryption", "allow_selfsigned_certs", "username")
+                        },
+                    },
+                ],
+                "description": "edit parameters (never a password): verified TLS before verified StartTLS before "
+                "unverified encryption; never Plain where the server offers encryption or with a username",
+            },
+            "candidates": {"type": "array", "items": {"$ref": "#/components/schemas/Candidate"}},
+            "elapsed_ms": {"type": "integer", "minimum": 0},
+            "message": {"type": "string", "description": "what to use, and why"},
+        },
+    }
+    detect_responses = _responses(
+        {
+            "description": "what the host offers (nothing stored, no mail sent)",
+            "content": {"application/json": {"schema": _envelope(detect_result)}},
+        }
+    )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -224,6 +331,14 @@ def document() -> dict[str, Any]:
                     "responses": test_responses,
                 }
             },
+            "/email-settings/detect": {
+                "post": {
+                    "operationId": "detect",
+                    "summary": "Probe a host's ports with TLS, StartTLS and Plain and recommend the settings to use",
+                    "requestBody": _request(detect_params),
+                    "responses": detect_responses,
+                }
+            },
         },
         "components": {
             "securitySchemes": {
@@ -241,6 +356,7 @@ def document() -> dict[str, Any]:
                 },
                 "EditParams": edit_params,
                 "Step": step,
+                "Candidate": candidate,
                 "ErrorResponse": {
                     "type": "object",
                     "required": ["error", "successful"],

@@ -1,0 +1,395 @@
+"""Detecting the settings of an SMTP host: which port and encryption work, and which to use.
+
+Every port is probed with implicit TLS and with a plain connection that then tries STARTTLS
+(which shows both the Plain and the StartTLS candidate), all at once, starts staggered a
+little as Thunderbird's account set-up does, within one deadline. Each probe is the test's
+own conversation, stopped once the server has shown what it offers, so every failure is
+explained in the test's words. Once no probe still running could beat the best candidate
+found, the rest are not waited for: a filtered port costs the deadline only when it could
+have been the answer.
+
+Credentials are tried once, on the best candidate only, and only when its certificate was
+verified: never over a plain connection, never towards a certificate nobody vouches for.
+No mail is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import diagnosis
+from .conversation import Report, SmtpTarget, converse, run_in_own_loop
+
+DEFAULT_PORTS: tuple[int, ...] = (465, 587, 25, 2525)
+MAX_PORTS = 6
+
+# Starts are this far apart, best-ranked first, so a host that limits new connections per
+# client sees the likeliest candidates first.
+_STAGGER = 0.05
+# With credentials to try, the probes leave this share of the time to the sign-in.
+_SIGN_IN_SHARE = 0.25
+# How long past the probes' deadline a probe may take to say what it waited for.
+_GRACE = 0.25
+# A probe conversation stops once the server has shown what it offers.
+_PROBE_UNTIL = {"TLS": "ehlo", "StartTLS": "starttls"}
+
+# Candidates by preference: encryption with a verified certificate, implicit TLS first.
+_CLASSES = {("TLS", True): 0, ("StartTLS", True): 1, ("TLS", False): 2, ("StartTLS", False): 3, ("Plain", False): 4}
+
+
+@dataclass
+class Candidate:
+    """One port with one kind of encryption, as the server answered it."""
+
+    smtp_port: int
+    encryption: str
+    ok: bool = False
+    connected: bool = False
+    greeted: bool = False
+    tls: bool = False
+    certificate: dict[str, Any] | None = None
+    capabilities: list[str] = field(default_factory=list)
+    auth: str = "not tried"
+    detail: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.certificate and self.certificate["verified"])
+
+    @property
+    def offers_auth(self) -> bool:
+        return any(capability.split()[0] == "AUTH" for capability in self.capabilities)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "smtp_port": self.smtp_port,
+            "encryption": self.encryption,
+            "ok": self.ok,
+            "connected": self.connected,
+            "greeted": self.greeted,
+            "tls": self.tls,
+            "certificate": self.certificate,
+            "capabilities": self.capabilities,
+            "auth": self.auth,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class Detection:
+    """What a detect found: the settings to use (edit parameters, or None), every candidate, why."""
+
+    recommended: dict[str, Any] | None
+    candidates: list[Candidate]
+    elapsed_ms: int
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "recommended": self.recommended,
+            "candidates": [candidate.as_dict() for candidate in self.candidates],
+            "elapsed_ms": self.elapsed_ms,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A username and password to try on the best candidate; ``only_for`` limits them to one
+    (port, encryption): the stored password goes nowhere but where it was saved for."""
+
+    username: str
+    password: str = field(repr=False)
+    only_for: tuple[int, str] | None = None
+
+
+def detect(
+    host: str,
+    ports: Sequence[int] = DEFAULT_PORTS,
+    *,
+    username: str = "",
+    credentials: Credentials | None = None,
+    timeout: float,
+    ca_file: str | None = None,
+    ehlo_name: str | None = None,
+) -> Detection:
+    """Probe ``host`` on ``ports`` and recommend the settings to use, within ``timeout`` seconds.
+
+    ``username`` is who will sign in (so Plain is never recommended); ``credentials``, when
+    given, are tried once on the best candidate.
+    """
+    username = credentials.username if credentials else username
+    return run_in_own_loop(_Detect(host, list(ports), username, credentials, timeout, ca_file, ehlo_name).run())
+
+
+class _Detect:
+    def __init__(
+        self,
+        host: str,
+        ports: list[int],
+        username: str,
+        credentials: Credentials | None,
+        timeout: float,
+        ca_file: str | None,
+        ehlo_name: str | None,
+    ):
+        self.host = host
+        self.ports = ports
+        self.username = username
+        self.credentials = credentials
+        self.timeout = timeout
+        self.ca_file = ca_file
+        self.ehlo_name = ehlo_name
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        # With credentials to try, the probes leave time for the sign-in.
+        self.probe_deadline = self.deadline - (timeout * _SIGN_IN_SHARE if credentials else 0)
+        self.candidates = {
+            (port, encryption): Candidate(port, encryption)
+            for port in ports
+            for encryption in ("TLS", "StartTLS", "Plain")
+        }
+
+    async def run(self) -> Detection:
+        probes = {
+            asyncio.create_task(self._probe(port, encryption, delay=index * _STAGGER)): (port, encryption)
+            for index, (port, encryption) in enumerate(
+                sorted(
+                    ((port, encryption) for port in self.ports for encryption in ("TLS", "StartTLS")),
+                    key=lambda probe: (self.ports.index(probe[0]), probe[1] != "TLS"),
+                )
+            )
+        }
+        pending = set(probes)
+        while pending:
+            # A little past the probes' deadline, so that each says for itself what it waited for.
+            done, pending = await asyncio.wait(
+                pending,
+                timeout=max(self.probe_deadline + _GRACE - time.monotonic(), 0),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done or self._settled(probes[task] for task in pending):
+                break
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in pending:
+            self._not_waited_for(*probes[task], timed_out=time.monotonic() >= self.probe_deadline)
+        best = self._best()
+        if best is not None and self.credentials is not None:
+            await self._sign_in(best)
+        return Detection(
+            recommended=self._recommendation(best),
+            candidates=list(self.candidates.values()),
+            elapsed_ms=round((time.monotonic() - self.started) * 1000),
+            message=self._explain(best),
+        )
+
+    # --- probing ------------------------------------------------------------------------
+
+    async def _probe(self, port: int, encryption: str, *, delay: float) -> None:
+        await asyncio.sleep(delay)
+        report = await self._converse(port, encryption, allow_selfsigned=False)
+        if report.peer_certificate is not None and not report.certificate_verified:
+            # The certificate was refused: how far the server gets without the check, and why it failed.
+            refused = report
+            report = await self._converse(port, encryption, allow_selfsigned=True)
+            self._record(port, encryption, report, refused)
+        else:
+            self._record(port, encryption, report, None)
+
+    async def _converse(
+        self, port: int, encryption: str, *, allow_selfsigned: bool, credentials: Credentials | None = None
+    ) -> Report:
+        if credentials is None:
+            limit, deadline = self.probe_deadline - self.started, self.probe_deadline
+        else:
+            limit, deadline = self.timeout, self.deadline
+        target = SmtpTarget(
+            smtp_host=self.host,
+            smtp_port=port,
+            encryption=encryption,
+            from_email="",
+            username=credentials.username if credentials else "",
+            password=credentials.password if credentials else "",
+            allow_selfsigned_certs=allow_selfsigned,
+        )
+        return await converse(
+            target,
+            "",
+            timeout=limit,
+            deadline=deadline,
+            ca_file=self.ca_file,
+            ehlo_name=self.ehlo_name,
+            until="auth" if credentials else _PROBE_UNTIL[encryption],
+        )
+
+    def _record(self, port: int, encryption: str, report: Report, refused: Report | None) -> None:
+        passed = {step.name for step in report.steps if step.ok}
+        failure = next((step for step in report.steps if not step.ok), None)
+        connected, greeted = "connect" in passed, "ehlo" in passed
+        certificate = None
+        if report.peer_certificate is not None:
+            certificate = _certificate(report.peer_certificate, refused)
+        if encryption == "TLS":
+            candidate = self.candidates[port, "TLS"]
+            candidate.connected, candidate.greeted, candidate.tls = connected, greeted, "tls" in passed
+            candidate.certificate = certificate
+            candidate.capabilities = report.capabilities.get("ehlo", [])
+            candidate.ok = report.checked
+            candidate.detail = self._detail(candidate, failure.detail if failure else "")
+            return
+        plain, starttls = self.candidates[port, "Plain"], self.candidates[port, "StartTLS"]
+        for candidate in (plain, starttls):
+            candidate.connected, candidate.greeted = connected, greeted
+        plain.capabilities = report.capabilities.get("ehlo", [])
+        plain.ok = greeted
+        offers_starttls = "STARTTLS" in plain.capabilities
+        plain.detail = (
+            "Works, but unencrypted: the server offers StartTLS on this port."
+            if greeted and offers_starttls
+            else "Works, but unencrypted: the server offers no encryption on this port."
+            if greeted
+            else (failure.detail if failure else "")
+        )
+        if greeted and not offers_starttls:
+            starttls.detail = "The server does not offer STARTTLS on this port."
+            return
+        starttls.tls = "starttls" in passed
+        starttls.certificate = certificate
+        starttls.capabilities = report.capabilities.get("starttls", [])
+        starttls.ok = report.checked
+        starttls.detail = self._detail(starttls, failure.detail if failure else "")
+
+    def _detail(self, candidate: Candidate, failure: str) -> str:
+        if not candidate.ok:
+            return failure or "No answer."
+        name = "TLS" if candidate.encryption == "TLS" else "StartTLS"
+        if candidate.verified:
+            return f"{name} works, and the certificate is valid for {self.host}."
+        problem = candidate.certificate["problem"] if candidate.certificate else ""
+        return f"{name} works, but the certificate could not be verified: {problem}".strip()
+
+    def _not_waited_for(self, port: int, encryption: str, *, timed_out: bool) -> None:
+        why = (
+            f"No answer within {self.probe_deadline - self.started:g} s: a firewall may drop the traffic, "
+            "or nothing listens."
+            if timed_out
+            else "Not waited for: a better choice had already answered."
+        )
+        names = ("TLS",) if encryption == "TLS" else ("StartTLS", "Plain")
+        for name in names:
+            candidate = self.candidates[port, name]
+            if not candidate.detail:
+                candidate.detail = why
+
+    def _settled(self, running: Any) -> bool:
+        """Whether no probe still ``running`` could give a better candidate than the best so far."""
+        best = self._best()
+        if best is None:
+            return False
+        best_rank = self._rank(best)
+        return all(best_rank <= (_CLASSES[encryption, True], 0, self.ports.index(port)) for port, encryption in running)
+
+    # --- choosing -----------------------------------------------------------------------
+
+    def _rank(self, candidate: Candidate) -> tuple[int, int, int]:
+        lacks_auth = bool(self.username) and not candidate.offers_auth
+        return (
+            _CLASSES[candidate.encryption, candidate.verified],
+            int(lacks_auth),
+            self.ports.index(candidate.smtp_port),
+        )
+
+    def _best(self) -> Candidate | None:
+        """The candidate to recommend: never Plain where the server offers encryption, or with a username."""
+        usable = [candidate for candidate in self.candidates.values() if candidate.ok]
+        encrypted = [candidate for candidate in usable if candidate.encryption != "Plain"]
+        if encrypted:
+            return min(encrypted, key=self._rank)
+        offered = any("STARTTLS" in candidate.capabilities for candidate in usable)
+        if offered or self.username:
+            return None
+        return min(usable, key=self._rank, default=None)
+
+    async def _sign_in(self, best: Candidate) -> None:
+        credentials = self.credentials
+        assert credentials is not None
+        if not best.verified:
+            best.detail += (
+                " The sign-in was not tried: the password goes only to a server whose certificate is verified."
+            )
+            return
+        if credentials.only_for not in (None, (best.smtp_port, best.encryption)):
+            best.detail += (
+                " The sign-in was not tried: the stored password goes only to the port and encryption it was "
+                "saved for; type the password to check it here."
+            )
+            return
+        report = await self._converse(best.smtp_port, best.encryption, allow_selfsigned=False, credentials=credentials)
+        auth = next((step for step in report.steps if step.name == "auth"), None)
+        if auth is None:  # the connection failed before the sign-in this time
+            failure = next((step for step in report.steps if not step.ok), None)
+            best.detail += f" The sign-in could not be tried: {failure.detail if failure else 'no answer'}"
+            return
+        best.auth = "ok" if auth.ok else "failed"
+        best.detail += f" Sign-in: {auth.detail}" + (f" {report.fix}" if not auth.ok and report.fix else "")
+
+    def _recommendation(self, best: Candidate | None) -> dict[str, Any] | None:
+        if best is None:
+            return None
+        recommended: dict[str, Any] = {
+            "smtp_host": self.host,
+            "smtp_port": best.smtp_port,
+            "encryption": best.encryption,
+            "allow_selfsigned_certs": best.encryption != "Plain" and not best.verified,
+        }
+        if self.username:
+            recommended["username"] = self.username
+        return recommended
+
+    def _explain(self, best: Candidate | None) -> str:
+        where = diagnosis.host_port
+        if best is None:
+            usable = [candidate for candidate in self.candidates.values() if candidate.ok]
+            if not usable:
+                return f"Nothing worked on {self.host} (ports {', '.join(map(str, self.ports))}): see each candidate."
+            if any("STARTTLS" in candidate.capabilities for candidate in usable):
+                return (
+                    f"Only unencrypted connections work on {self.host}, though the server offers StartTLS: "
+                    "see why it failed in each candidate."
+                )
+            return (
+                f"Only unencrypted connections work on {self.host}, and a password must never cross the network "
+                "unencrypted: ask the server's administrator for its TLS or StartTLS port."
+            )
+        text = f"Use {where(self.host, best.smtp_port)} with {best.encryption}"
+        if best.encryption == "Plain":
+            text += ": the server offers no encryption on any port tried, so mail would cross the network readable."
+        elif best.verified:
+            text += f": the certificate is valid for {self.host}."
+        else:
+            text += (
+                ", with allow_selfsigned_certs on: no port offers a certificate this machine can verify "
+                f"({best.certificate['problem'] if best.certificate else 'none was shown'}). Anyone between this "
+                "machine and the server could then read the mail."
+            )
+        if best.auth == "ok":
+            text += f" The sign-in as {self.username} works."
+        elif best.auth == "failed":
+            text += " The sign-in failed: see the candidate's detail."
+        return text
+
+
+def _certificate(der: bytes, refused: Report | None) -> dict[str, Any]:
+    return {
+        "verified": refused is None,
+        "problem": refused.cause.removeprefix(f"The {refused.failed_step} step failed. ") if refused else "",
+        "details": diagnosis.certificate_details(der),
+        "sha256": hashlib.sha256(der).hexdigest(),
+    }

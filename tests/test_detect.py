@@ -1,0 +1,280 @@
+"""/email-settings/detect against real SMTP servers on several ports of 127.0.0.1.
+
+Each server is aiosmtpd with trustme certificates: implicit TLS, StartTLS, plain, with a
+certificate from an authority this machine does not trust, or a port that never answers.
+Servers with an Authenticator record every AUTH they receive, so a test can prove a
+password never reached one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from flask import Flask
+from flask.testing import FlaskClient
+
+from settings_ui import audit
+from settings_ui.extensions import db
+
+from .conftest import make_app, stored_row
+from .helpers import EXAMPLE_PASSWORD, assert_error, call
+from .smtp_servers import Authenticator, Certificates, RecordingHandler, free_port, silent_server, smtp_server
+
+TIMEOUT = 2.0
+HOST = "127.0.0.1"
+
+
+@pytest.fixture
+def app(tmp_path: Path, certificates: Certificates) -> Flask:
+    return make_app(tmp_path, SMTP_TIMEOUT=TIMEOUT, SMTP_CA_FILE=str(certificates.ca_file))
+
+
+def detect(client: FlaskClient, ports: list[int], **params: Any) -> dict[str, Any]:
+    response = call(client, "detect", {"smtp_host": HOST, "ports": ports, **params})
+    assert response.status_code == 200, response.get_json()
+    assert EXAMPLE_PASSWORD not in response.get_data(as_text=True)
+    return response.get_json()["result"]
+
+
+def candidate(result: dict[str, Any], port: int, encryption: str) -> dict[str, Any]:
+    return next(c for c in result["candidates"] if c["smtp_port"] == port and c["encryption"] == encryption)
+
+
+def untrusted_context() -> Any:
+    """A server certificate for 127.0.0.1 from an authority this machine does not trust."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert(HOST, "localhost").configure_cert(context)
+    return context
+
+
+@contextlib.contextmanager
+def tls_server(context: Any, **kwargs: Any) -> Iterator[tuple[int, RecordingHandler]]:
+    with smtp_server(implicit_tls=context, **kwargs) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def starttls_server(context: Any, **kwargs: Any) -> Iterator[tuple[int, RecordingHandler]]:
+    with smtp_server(starttls=context, **kwargs) as server:
+        yield server
+
+
+# --- What is recommended ---------------------------------------------------------------------------
+
+
+def test_verified_tls_is_preferred_to_starttls_and_starttls_to_plain(
+    app: Flask, client: FlaskClient, certificates: Certificates
+) -> None:
+    before = stored_row(app)
+    with (
+        tls_server(certificates.server) as (tls_port, _),
+        starttls_server(certificates.server) as (starttls_port, _),
+        smtp_server() as (plain_port, _),
+    ):
+        everything = detect(client, [plain_port, starttls_port, tls_port])
+        without_tls = detect(client, [plain_port, starttls_port])
+        plain_only = detect(client, [plain_port])
+    assert everything["recommended"] == {
+        "smtp_host": HOST,
+        "smtp_port": tls_port,
+        "encryption": "TLS",
+        "allow_selfsigned_certs": False,
+    }
+    assert "certificate is valid" in everything["message"]
+    tls = candidate(everything, tls_port, "TLS")
+    assert tls["ok"] and tls["connected"] and tls["greeted"] and tls["tls"]
+    assert tls["certificate"]["verified"] is True and len(tls["certificate"]["sha256"]) == 64
+    assert any(line.startswith("issuer ") for line in tls["certificate"]["details"])
+    assert "SIZE 33554432" in tls["capabilities"]
+    assert without_tls["recommended"]["smtp_port"] == starttls_port
+    assert without_tls["recommended"]["encryption"] == "StartTLS"
+    plain = candidate(without_tls, starttls_port, "Plain")
+    assert plain["ok"] and "STARTTLS" in plain["capabilities"] and "offers StartTLS" in plain["detail"]
+    # Only a server without any encryption, and no one to sign in: Plain, said to be readable.
+    assert plain_only["recommended"]["encryption"] == "Plain"
+    assert "readable" in plain_only["message"]
+    assert not candidate(plain_only, plain_port, "TLS")["ok"]
+    assert "does not offer STARTTLS" in candidate(plain_only, plain_port, "StartTLS")["detail"]
+    assert stored_row(app) == before  # detect stores nothing
+
+
+def test_plain_is_not_recommended_where_encryption_is_offered_even_unverified(client: FlaskClient) -> None:
+    with starttls_server(untrusted_context()) as (port, handler):
+        result = detect(client, [port])
+    assert candidate(result, port, "Plain")["ok"] is True  # it would work, unencrypted
+    starttls = candidate(result, port, "StartTLS")
+    assert starttls["ok"] and starttls["certificate"]["verified"] is False
+    assert "not trust" in starttls["certificate"]["problem"]
+    assert result["recommended"]["encryption"] == "StartTLS"
+    assert result["recommended"]["allow_selfsigned_certs"] is True
+    assert "allow_selfsigned_certs" in result["message"]
+    assert handler.received == []  # no mail is sent
+
+
+def test_plain_is_never_recommended_to_someone_who_signs_in(client: FlaskClient) -> None:
+    with smtp_server() as (port, _):
+        result = detect(client, [port], username="mailer")
+    assert candidate(result, port, "Plain")["ok"] is True
+    assert result["recommended"] is None
+    assert "never cross the network unencrypted" in result["message"]
+
+
+def test_nothing_listening_recommends_nothing_and_says_why(client: FlaskClient) -> None:
+    port = free_port()
+    result = detect(client, [port])
+    assert result["recommended"] is None
+    assert all(not c["ok"] and not c["connected"] for c in result["candidates"])
+    assert "refused the connection" in candidate(result, port, "TLS")["detail"]
+    assert "Nothing worked" in result["message"]
+
+
+def test_starttls_asked_of_a_tls_port_is_explained(client: FlaskClient, certificates: Certificates) -> None:
+    with tls_server(certificates.server) as (port, _):
+        result = detect(client, [port])
+    assert result["recommended"]["encryption"] == "TLS"
+    starttls = candidate(result, port, "StartTLS")
+    # Not waited for (TLS on this port already won), or diagnosed as a TLS port: never "ok".
+    assert not starttls["ok"] and starttls["detail"]
+
+
+# --- Where a password may go -------------------------------------------------------------------------
+
+
+def test_a_password_never_reaches_a_plain_port_or_an_unverified_certificate(client: FlaskClient) -> None:
+    plain_auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    untrusted_auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    with (
+        smtp_server(authenticator=plain_auth) as (plain_port, _),  # offers AUTH without encryption
+        tls_server(untrusted_context(), authenticator=untrusted_auth) as (tls_port, _),
+    ):
+        result = detect(client, [plain_port, tls_port], username="mailer", password=EXAMPLE_PASSWORD)
+    assert plain_auth.attempts == 0 and untrusted_auth.attempts == 0
+    assert "AUTH LOGIN PLAIN" in candidate(result, plain_port, "Plain")["capabilities"]  # it was offered
+    assert all(c["auth"] == "not tried" for c in result["candidates"])
+    best = candidate(result, tls_port, "TLS")
+    assert "sign-in was not tried" in best["detail"] and "verified" in best["detail"]
+    assert result["recommended"]["smtp_port"] == tls_port and result["recommended"]["username"] == "mailer"
+
+
+def test_credentials_are_tried_once_on_the_best_verified_candidate(
+    client: FlaskClient, certificates: Certificates
+) -> None:
+    best_auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    other_auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    with (
+        tls_server(certificates.server, authenticator=best_auth) as (tls_port, _),
+        starttls_server(certificates.server, authenticator=other_auth, auth_require_tls=True) as (starttls_port, _),
+    ):
+        good = detect(client, [starttls_port, tls_port], username="mailer", password=EXAMPLE_PASSWORD)
+        wrong = detect(client, [starttls_port, tls_port], username="mailer", password="not-the-password")
+    assert best_auth.attempts == 2 and other_auth.attempts == 0  # once per detect, on the best only
+    assert candidate(good, tls_port, "TLS")["auth"] == "ok" and "sign-in as mailer works" in good["message"]
+    wrong_best = candidate(wrong, tls_port, "TLS")
+    assert wrong_best["auth"] == "failed" and "rejected the username or password" in wrong_best["detail"]
+    assert wrong["recommended"]["smtp_port"] == tls_port  # the port is right; the password is not
+
+
+def test_the_stored_password_goes_only_where_it_was_saved_for(client: FlaskClient, certificates: Certificates) -> None:
+    auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    with tls_server(certificates.server, authenticator=auth) as (tls_port, _):
+        stored = {"smtp_host": HOST, "from_email": "noreply@example.com", "username": "mailer"}
+        # Saved for another port: the detect's best candidate is not where the password belongs.
+        call(client, "edit", stored | {"smtp_port": free_port(), "encryption": "TLS", "password": EXAMPLE_PASSWORD})
+        elsewhere = detect(client, [tls_port], username="mailer")
+        another_user = detect(client, [tls_port], username="someone")
+        assert auth.attempts == 0
+        assert "stored password goes only to the port and encryption" in candidate(elsewhere, tls_port, "TLS")["detail"]
+        assert candidate(another_user, tls_port, "TLS")["auth"] == "not tried"
+        # Saved for this very port and encryption: used, once.
+        call(client, "edit", stored | {"smtp_port": tls_port, "encryption": "TLS", "password": EXAMPLE_PASSWORD})
+        same = detect(client, [tls_port], username="mailer")
+    assert auth.attempts == 1 and candidate(same, tls_port, "TLS")["auth"] == "ok"
+
+
+# --- Bounded in time and in number ----------------------------------------------------------------
+
+
+def test_a_silent_port_cannot_hold_detect_past_smtp_timeout(client: FlaskClient, certificates: Certificates) -> None:
+    with silent_server() as silent, tls_server(certificates.server) as (tls_port, _):
+        started = time.monotonic()
+        result = detect(client, [silent, tls_port])
+        took = time.monotonic() - started
+    assert took < TIMEOUT + 1.5, took  # the behaviour: bounded by SMTP_TIMEOUT (bench/ has figures)
+    assert result["recommended"]["smtp_port"] == tls_port
+    silent_tls = candidate(result, silent, "TLS")
+    assert silent_tls["connected"] and not silent_tls["ok"]
+    assert f"{TIMEOUT:g} s" in silent_tls["detail"]
+
+
+def test_a_silent_port_ranked_below_a_verified_answer_is_not_waited_for(
+    client: FlaskClient, certificates: Certificates
+) -> None:
+    with silent_server() as silent, tls_server(certificates.server) as (tls_port, _):
+        result = detect(client, [tls_port, silent])
+    assert result["recommended"]["smtp_port"] == tls_port
+    assert "Not waited for" in candidate(result, silent, "TLS")["detail"]
+    assert result["elapsed_ms"] < TIMEOUT * 1000
+
+
+def test_detect_while_tests_hold_every_place_is_429(tmp_path: Path, certificates: Certificates) -> None:
+    app = make_app(tmp_path, SMTP_TIMEOUT=TIMEOUT, MAX_CONCURRENT_TESTS=1)
+    with silent_server() as silent, smtp_server() as (port, handler):
+        call(app.test_client(), "edit", {"smtp_host": HOST, "smtp_port": silent, "from_email": "a@example.com"})
+        waiting = threading.Thread(target=call, args=(app.test_client(), "test", {"to": "b@example.com"}))
+        waiting.start()
+        time.sleep(0.3)  # the test now waits for a greeting that never comes
+        response = call(app.test_client(), "detect", {"smtp_host": HOST, "ports": [port]})
+        waiting.join(timeout=TIMEOUT + 5)
+    assert_error(response, 429, "Other test emails or detections are running")
+    assert response.headers["Retry-After"] == str(round(TIMEOUT))
+    assert handler.connections == 0
+
+
+# --- Bad input changes nothing -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "fragment"),
+    [
+        ({}, "smtp_host", "is required"),
+        ({"smtp_host": "bad host"}, "smtp_host", "without spaces"),
+        ({"smtp_host": HOST, "ports": []}, "ports", "non-empty list"),
+        ({"smtp_host": HOST, "ports": "587"}, "ports", "not a string"),
+        ({"smtp_host": HOST, "ports": [587, 587]}, "ports", "twice"),
+        ({"smtp_host": HOST, "ports": [0]}, "ports", "from 1 to 65535"),
+        ({"smtp_host": HOST, "ports": [True]}, "ports", "an integer"),
+        ({"smtp_host": HOST, "ports": [1, 2, 3, 4, 5, 6, 7]}, "ports", "at most 6"),
+        ({"smtp_host": HOST, "password": EXAMPLE_PASSWORD}, "username", "required when a password"),
+        ({"smtp_host": HOST, "encryption": "TLS"}, "encryption", "Unknown parameter"),
+    ],
+)
+def test_bad_detect_requests_probe_nothing_and_store_nothing(
+    app: Flask, client: FlaskClient, params: dict[str, Any], field: str, fragment: str
+) -> None:
+    before = stored_row(app)
+    response = call(client, "detect", params)
+    error = assert_error(response, 400, field, fragment)
+    assert field in error["fields"]
+    assert EXAMPLE_PASSWORD not in response.get_data(as_text=True)
+    assert stored_row(app) == before
+
+
+def test_each_detect_is_in_the_audit_trail_without_the_password(
+    app: Flask, client: FlaskClient, certificates: Certificates
+) -> None:
+    with tls_server(certificates.server, authenticator=Authenticator("mailer", EXAMPLE_PASSWORD)) as (port, _):
+        detect(client, [port], username="mailer", password=EXAMPLE_PASSWORD)
+    with app.app_context(), db.engine.connect() as connection:
+        [event] = audit.recent_changes(connection, 1)
+    assert event.action == "settings detected"
+    assert f"{HOST}: {port} TLS; sign-in ok" in event.detail
+    assert EXAMPLE_PASSWORD not in repr(event)
