@@ -14,7 +14,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from werkzeug.security import generate_password_hash
 
-from . import crypto, operations, testmail
+from . import crypto, detection, operations, testmail
 from .audit import Actor
 from .instance_files import write_private
 from .operations import SettingsError
@@ -181,6 +181,46 @@ def test_command(to: str, dry_run: bool, password_stdin: bool, **options: Any) -
 def _print_report(report: Any) -> None:
     for step in report.steps:
         click.echo(f"{'ok  ' if step.ok else 'FAIL'} {step.name:<10} {step.ms:>6} ms  {step.detail}")
+
+
+def _ports_list(_context: click.Context, _parameter: click.Parameter, value: str | None) -> list[Any] | None:
+    if value is None:
+        return None
+    # Numbers as numbers, anything else as given, so that the service says what is wrong.
+    return [int(item) if item.strip().isdigit() else item.strip() for item in value.split(",")]
+
+
+@email_settings.command("detect")
+@click.argument("host")
+@click.option("--username", help="who will sign in; with --password-stdin, the sign-in is tried on the best choice")
+@click.option("--password-stdin", is_flag=True, help="read the password from the first line of standard input")
+@click.option("--ports", callback=_ports_list, help="comma-separated ports to try (default 465,587,25,2525)")
+def detect_command(host: str, username: str | None, password_stdin: bool, ports: list[Any] | None) -> None:
+    """Find which ports and encryption HOST's SMTP server offers, and which to use (nothing is
+    stored, no mail sent). Exits non-zero when nothing works."""
+    params: dict[str, Any] = {"smtp_host": host}
+    if username is not None:
+        params["username"] = username
+    if password_stdin:
+        params["password"] = stdin_line()
+    if ports is not None:
+        params["ports"] = ports
+    try:
+        found = detection.detect(params, actor=CLI_ACTOR)
+    except SettingsError as error:
+        raise _fail(error) from None
+    click.echo(f"{'port':>5}  {'encryption':<10} {'result':<6} {'cert':<10} {'auth':<9} detail")
+    for candidate in found.candidates:
+        certificate = candidate.certificate
+        trust = "-" if certificate is None else "verified" if certificate["verified"] else "unverified"
+        click.echo(
+            f"{candidate.smtp_port:>5}  {candidate.encryption:<10} {'ok' if candidate.ok else 'FAIL':<6} "
+            f"{trust:<10} {candidate.auth:<9} {candidate.detail}"
+        )
+    click.echo(f"{found.message} ({found.elapsed_ms} ms)")
+    if found.recommended is None:
+        raise click.exceptions.Exit(1)
+    click.echo(json.dumps(found.recommended, indent=2, sort_keys=True))
 
 
 PASSPHRASE_MIN_LENGTH = 12

@@ -278,3 +278,29 @@ def test_each_detect_is_in_the_audit_trail_without_the_password(
     assert event.action == "settings detected"
     assert f"{HOST}: {port} TLS; sign-in ok" in event.detail
     assert EXAMPLE_PASSWORD not in repr(event)
+
+
+# --- The command line --------------------------------------------------------------------------------
+
+
+def test_cli_detect_prints_the_table_and_the_recommendation(app: Flask, certificates: Certificates) -> None:
+    auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    runner = app.test_cli_runner()
+    with tls_server(certificates.server, authenticator=auth) as (tls_port, _), smtp_server() as (plain_port, _):
+        ports = f"{plain_port},{tls_port}"
+        args = ["email-settings", "detect", HOST, "--ports", ports, "--username", "mailer", "--password-stdin"]
+        result = runner.invoke(args=args, input=f"{EXAMPLE_PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert EXAMPLE_PASSWORD not in result.output
+    lines = result.output.splitlines()
+    assert any(line.split()[:5] == [str(tls_port), "TLS", "ok", "verified", "ok"] for line in lines)
+    assert any(line.split()[:3] == [str(plain_port), "Plain", "ok"] for line in lines)
+    assert f'"smtp_port": {tls_port}' in result.output and auth.attempts == 1
+
+
+def test_cli_detect_exits_non_zero_when_nothing_works(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(args=["email-settings", "detect", HOST, "--ports", str(free_port())])
+    assert result.exit_code == 1
+    assert "Nothing worked" in result.output and "refused the connection" in result.output
+    bad = app.test_cli_runner().invoke(args=["email-settings", "detect", HOST, "--ports", "25,x"])
+    assert bad.exit_code == 1 and "ports" in bad.output

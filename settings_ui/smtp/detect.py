@@ -273,7 +273,7 @@ class _Detect:
         if candidate.verified:
             return f"{name} works, and the certificate is valid for {self.host}."
         problem = candidate.certificate["problem"] if candidate.certificate else ""
-        return f"{name} works, but the certificate could not be verified: {problem}".strip()
+        return f"{name} works, but the certificate could not be verified. {problem}".strip()
 
     def _not_waited_for(self, port: int, encryption: str, *, timed_out: bool) -> None:
         why = (
