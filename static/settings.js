@@ -44,17 +44,13 @@
     portNote.hidden = warning === "";
   }
 
-  var progress = document.getElementById("test-progress");
-  var busyText = {
-    "test-button": "Sending the test email… this takes at most ",
-    "check-button": "Checking the server… this takes at most ",
-  };
   form.addEventListener("submit", function (event) {
     // A disabled checkbox is not submitted: enable it so saving keeps its value.
     selfSigned.disabled = false;
     var button = event.submitter;
-    if (button && busyText[button.id]) {
-      progress.textContent = busyText[button.id] + button.getAttribute("data-timeout") + " seconds.";
+    var progress = button && document.getElementById(button.getAttribute("data-progress"));
+    if (progress) {
+      progress.textContent = button.getAttribute("data-busy-text");
       // Disable only after the browser has taken the button's formaction (and name).
       window.setTimeout(function () {
         button.disabled = true;
@@ -67,7 +63,7 @@
   if (summary) {
     summary.focus();
   } else {
-    var result = document.getElementById("test-result");
+    var result = document.getElementById("test-result") || document.getElementById("detect-result");
     if (result) {
       result.scrollIntoView({ block: "center" });
     }

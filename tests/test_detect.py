@@ -24,7 +24,7 @@ from settings_ui import audit
 from settings_ui.extensions import db
 
 from .conftest import make_app, stored_row
-from .helpers import EXAMPLE_PASSWORD, assert_error, call
+from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page
 from .smtp_servers import Authenticator, Certificates, RecordingHandler, free_port, silent_server, smtp_server
 
 TIMEOUT = 2.0
@@ -304,3 +304,45 @@ def test_cli_detect_exits_non_zero_when_nothing_works(app: Flask) -> None:
     assert "Nothing worked" in result.output and "refused the connection" in result.output
     bad = app.test_cli_runner().invoke(args=["email-settings", "detect", HOST, "--ports", "25,x"])
     assert bad.exit_code == 1 and "ports" in bad.output
+
+
+# --- The page, without JavaScript ----------------------------------------------------------------
+
+
+def test_the_page_detect_button_fills_port_and_encryption_without_saving(
+    app: Flask, client: FlaskClient, certificates: Certificates
+) -> None:
+    from bs4 import BeautifulSoup
+
+    before = stored_row(app)
+    typed = form_values(page(client)) | {"smtp_host": "localhost", "from_email": "ops@example.com"}
+    with tls_server(certificates.server) as (tls_port, _):
+        # The port typed is tried first, then the usual ones (465, 587, 25, 2525).
+        response = client.post("/detect", data=typed | {"smtp_port": str(tls_port), "encryption": "Plain"})
+    assert response.status_code == 200
+    soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
+    result = soup.find(id="detect-result")
+    assert "Detected." in result.get_text() and "Nothing is saved" in result.get_text()
+    assert soup.find("input", attrs={"name": "smtp_port"})["value"] == str(tls_port)
+    assert soup.find("select", attrs={"name": "encryption"}).find("option", selected=True)["value"] == "TLS"
+    assert soup.find("input", attrs={"name": "from_email"})["value"] == "ops@example.com"  # the rest as typed
+    rows = soup.select("#detect-candidates tbody tr")
+    assert [cell.get_text(strip=True) for cell in rows[0].find_all("td")][:4] == [
+        str(tls_port),
+        "TLS",
+        "works",
+        "verified",
+    ]
+    assert stored_row(app) == before
+
+
+def test_the_page_shows_detect_problems_at_their_field(app: Flask, client: FlaskClient) -> None:
+    from bs4 import BeautifulSoup
+
+    before = stored_row(app)
+    response = client.post("/detect", data=form_values(page(client)) | {"smtp_host": "bad host"})
+    assert response.status_code == 400
+    soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
+    assert "without spaces" in soup.find(id="smtp_host-error").get_text()
+    assert soup.find(id="detect-result") is None
+    assert stored_row(app) == before

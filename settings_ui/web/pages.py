@@ -11,8 +11,9 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 from werkzeug.wrappers import Response
 
-from .. import fields, operations, rules, testmail
+from .. import detection, fields, operations, rules, testmail
 from ..operations import Settings, SettingsError, StaleSettingsError
+from ..smtp.detect import DEFAULT_PORTS
 from ..testmail import TooManyTestsError
 from .auth import actor
 from .forms import ConfirmForm, SettingsForm
@@ -50,6 +51,8 @@ def _render(
     status: int = 200,
     problem: str | None = None,
     report: Any = None,
+    detected: Any = None,
+    password_typed: bool = False,
 ) -> tuple[str, int]:
     """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
     state = operations.page_state(events=10)
@@ -62,6 +65,8 @@ def _render(
         events=state.changes,
         sign_ins=state.sign_ins,
         report=report,
+        detected=detected,
+        password_typed=password_typed,
         last_test=session.get("last_test"),
         conventional_ports=rules.CONVENTIONAL_PORTS,
     ), status
@@ -69,6 +74,7 @@ def _render(
 
 NOT_SAVED = "The settings were not saved: correct the fields marked below."
 NOT_TESTED = "No test email was sent: correct the fields marked below."
+NOT_DETECTED = "Nothing was detected: correct the fields marked below."
 
 
 def _show_field_errors(form: SettingsForm, error: SettingsError, problem: str) -> str:
@@ -81,7 +87,7 @@ def _show_field_errors(form: SettingsForm, error: SettingsError, problem: str) -
         if field is None:
             unplaced.append(f"{name} {message}")
         else:
-            field.errors.append(message)
+            field.errors = [*field.errors, message]  # a tuple until the form has been validated
     return " ".join([problem, *unplaced]) if unplaced else problem
 
 
@@ -128,6 +134,33 @@ def test_settings() -> tuple[str, int]:
         "message": report.message,
     }
     return _render(form, 200, report=report)
+
+
+@bp.post("/detect")
+def detect_settings() -> tuple[str, int]:
+    """Probe the host typed in the form; fill in the recommended port and encryption, unsaved."""
+    form = SettingsForm()
+    params: dict[str, Any] = {"smtp_host": form.smtp_host.data or ""}
+    typed_port = form.smtp_port.data
+    if isinstance(typed_port, int) and rules.PORT_MIN <= typed_port <= rules.PORT_MAX:
+        # The port typed is tried first, before the usual ones: the administrator may know better.
+        params["ports"] = [typed_port, *(port for port in DEFAULT_PORTS if port != typed_port)]
+    if form.username.data:
+        params["username"] = form.username.data
+    if form.password.data:
+        params["password"] = form.password.data
+    try:
+        found = detection.detect(params, actor=actor())
+    except SettingsError as error:
+        status = 429 if isinstance(error, TooManyTestsError) else 400
+        return _render(form, status, _show_field_errors(form, error, NOT_DETECTED))
+    typed = bool(form.password.data)
+    if found.recommended is None:
+        return _render(form, 200, detected=found, password_typed=typed)
+    # The form as typed, with what detect recommends in place of its server fields.
+    data = {name: form[name].data for name in fields.PUBLIC} | found.recommended
+    data |= {"version": form.version.data, "to": form.to.data}
+    return _render(SettingsForm(formdata=None, data=data), 200, detected=found, password_typed=typed)
 
 
 def _render_confirm_clear(status: int = 200, problem: str | None = None) -> tuple[str, int]:
