@@ -315,6 +315,64 @@ def test_the_page_works_without_javascript(site: LiveServer, site_app: Flask, ta
     assert len(handler.received) == 1
 
 
+# --- Detect -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def detect_app(tmp_path: Path, certificates: Certificates) -> Flask:
+    """The site trusting the test servers' certificates, so that TLS to them is verified."""
+    return make_app(tmp_path, WTF_CSRF_ENABLED=True, SMTP_TIMEOUT=3, SMTP_CA_FILE=str(certificates.ca_file))
+
+
+@pytest.fixture
+def detect_site(detect_app: Flask) -> Iterator[LiveServer]:
+    yield from _serve(detect_app)
+
+
+def _detect(page: Any, port: int) -> None:
+    fill_settings(page, port=port, encryption="Plain", host="127.0.0.1")
+    page.get_by_role("button", name="Detect port and encryption").click()
+    page.locator("#detect-result").wait_for(timeout=10_000)
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["javascript", "no-javascript"])
+def test_detect_fills_port_and_encryption_without_saving(
+    detect_app: Flask, detect_site: LiveServer, tab_factory: Any, certificates: Certificates, javascript: bool
+) -> None:
+    page = tab_factory(detect_site.url, java_script_enabled=javascript).page
+    with smtp_server(implicit_tls=certificates.server) as (port, handler):
+        _detect(page, port)
+    result = page.locator("#detect-result")
+    assert "Detected." in result.inner_text() and "Nothing is saved" in result.inner_text()
+    assert page.input_value("#smtp_port") == str(port)
+    assert page.input_value("#encryption") == "TLS"
+    assert page.input_value("#from_email") == "noreply@example.com"  # the rest of the form as typed
+    assert handler.received == []
+    assert stored_row(detect_app)["smtp_host"] == ""  # nothing saved
+    # The candidate table is folded until asked for.
+    assert not page.locator("#detect-candidates table").is_visible()
+    page.locator("#detect-candidates summary").click()
+    assert page.locator("#detect-candidates table").is_visible()
+
+
+def test_the_folded_candidates_open_from_the_keyboard_and_axe_finds_nothing_serious(
+    detect_site: LiveServer, tab_factory: Any, certificates: Certificates
+) -> None:
+    page = tab_factory(detect_site.url).page
+    with smtp_server(implicit_tls=certificates.server) as (port, _):
+        _detect(page, port)
+    page.focus("#detect-button")
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.tagName") == "SUMMARY":
+            break
+    assert page.evaluate("document.activeElement.tagName") == "SUMMARY"
+    page.keyboard.press("Enter")
+    assert page.locator("#detect-candidates table").is_visible()
+    assert page.locator("#detect-candidates tbody tr").count() == 15  # five ports, three ways each
+    assert _serious_violations(page) == []
+
+
 # --- Clear, login --------------------------------------------------------------------------------
 
 
