@@ -255,3 +255,52 @@ def test_a_dry_run_shows_a_sender_refused_for_the_login_at_from_email(client: Fl
     assert error["steps"][-1]["name"] == "rcpt_to"
     time.sleep(1)
     assert _maildir_files() == before
+
+
+# --- Detect ----------------------------------------------------------------------------------------
+
+
+def detect(client: FlaskClient, ports: list[int], **params: Any) -> dict[str, Any]:
+    response = call(client, "detect", {"smtp_host": "127.0.0.1", "ports": ports, **params})
+    assert response.status_code == 200, response.get_json()
+    assert PASSWORD not in response.get_data(as_text=True)
+    return response.get_json()["result"]
+
+
+def test_detect_recommends_verified_tls_on_465_and_signs_in_there(client: FlaskClient) -> None:
+    before = failed_logins()
+    result = detect(client, [2525, SUBMISSION_PORT, TLS_PORT], username=USERNAME, password=PASSWORD)
+    assert result["recommended"] == {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": TLS_PORT,
+        "encryption": "TLS",
+        "allow_selfsigned_certs": False,
+        "username": USERNAME,
+    }
+    best = next(c for c in result["candidates"] if c["smtp_port"] == TLS_PORT and c["encryption"] == "TLS")
+    assert best["auth"] == "ok" and "AUTH PLAIN LOGIN" in best["capabilities"]
+    assert all(c["auth"] == "not tried" for c in result["candidates"] if c is not best)
+    refused = next(c for c in result["candidates"] if c["smtp_port"] == 2525 and c["encryption"] == "TLS")
+    assert not refused["connected"] and "refused the connection" in refused["detail"]
+    assert failed_logins() == before
+
+
+def test_detect_recommends_starttls_on_587_when_only_its_certificate_is_trusted(client: FlaskClient) -> None:
+    result = detect(client, [2525, SUBMISSION_PORT, SELF_SIGNED_PORT])
+    assert result["recommended"]["smtp_port"] == SUBMISSION_PORT
+    assert result["recommended"]["encryption"] == "StartTLS"
+    self_signed = next(
+        c for c in result["candidates"] if c["smtp_port"] == SELF_SIGNED_PORT and c["encryption"] == "TLS"
+    )
+    assert self_signed["ok"] and self_signed["certificate"]["verified"] is False
+    assert "self-signed" in self_signed["certificate"]["problem"]
+
+
+def test_detect_never_sends_a_password_where_no_certificate_is_verified(tmp_path: Path) -> None:
+    client = app_for(tmp_path, SMTP_CA_FILE="").test_client()  # our CA unknown: nothing verifies
+    before = failed_logins()
+    result = detect(client, [SUBMISSION_PORT, TLS_PORT], username=USERNAME, password="a-wrong-password")
+    assert result["recommended"]["allow_selfsigned_certs"] is True
+    assert all(c["auth"] == "not tried" for c in result["candidates"])
+    time.sleep(0.5)  # a sign-in, had there been one, would be logged by now
+    assert failed_logins() == before
