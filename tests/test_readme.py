@@ -1,8 +1,9 @@
 """The README's API examples, run in the order shown, against a fresh installation.
 
 Each `curl` call in the README's shell blocks becomes the same request to the app; where the README
-shows the answer (`# {...}` right below), the answer must be that JSON. The test email example cannot
-reach smtp.example.com from here: it must get as far as trying, not be refused as a bad request.
+shows the answer (`# {...}` right below), the answer must be that JSON. The test email and detect
+examples cannot reach smtp.example.com from here: they must get as far as trying, not be refused as
+a bad request.
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ def test_the_readme_examples_run_in_order_and_answer_as_shown(tmp_path: Path) ->
             # No real smtp.example.com here: the test must be tried (steps ran), not refused as invalid.
             assert "fields" not in answer.get("error", {}), (where, answer)
             assert answer.get("result", answer.get("error", {})).get("steps"), (where, answer)
+            continue
+        if path.endswith("/detect"):
+            # Likewise: tried, every candidate reported.
+            assert response.status_code == 200 and answer["result"]["candidates"], (where, answer)
             continue
         if example.shown and "..." not in example.shown:
             assert answer == json.loads(example.shown), (where, answer)
