@@ -5,8 +5,9 @@ Every port is probed with implicit TLS and with a plain connection that then tri
 little as Thunderbird's account set-up does, within one deadline. Each probe is the test's
 own conversation, stopped once the server has shown what it offers, so every failure is
 explained in the test's words. Once no probe still running could beat the best candidate
-found, the rest are not waited for: a filtered port costs the deadline only when it could
-have been the answer.
+found, the rest are not waited for; once a verified candidate is in, one that might still beat
+it gets a little longer only. A port a firewall drops costs the whole deadline only when
+nothing verified answers.
 
 Credentials are tried once, on the best candidate only, and only when its certificate was
 verified: never over a plain connection, never towards a certificate nobody vouches for.
@@ -33,6 +34,10 @@ MAX_PORTS = 6
 _STAGGER = 0.05
 # With credentials to try, the probes leave this share of the time to the sign-in.
 _SIGN_IN_SHARE = 0.25
+# Once a candidate with a verified certificate has answered, how much longer a probe that
+# might still beat it is waited for: real servers greet within milliseconds, and a port a
+# firewall drops would otherwise hold every detect for the whole SMTP_TIMEOUT.
+_PATIENCE = 2.0
 # How long past the probes' deadline a probe may take to say what it waited for.
 _GRACE = 0.25
 # A probe conversation stops once the server has shown what it offers.
@@ -166,20 +171,32 @@ class _Detect:
             )
         }
         pending = set(probes)
+        # A little past the probes' deadline, so that each says for itself what it waited for.
+        limit = self.probe_deadline + _GRACE
+        why = f"No answer within {self.probe_deadline - self.started:g} s: a firewall may drop the traffic, or the "
+        why += "server is stuck."
         while pending:
-            # A little past the probes' deadline, so that each says for itself what it waited for.
             done, pending = await asyncio.wait(
-                pending,
-                timeout=max(self.probe_deadline + _GRACE - time.monotonic(), 0),
-                return_when=asyncio.FIRST_COMPLETED,
+                pending, timeout=max(limit - time.monotonic(), 0), return_when=asyncio.FIRST_COMPLETED
             )
-            if not done or self._settled(probes[task] for task in pending):
+            if not done:
                 break
+            if self._settled(probes[task] for task in pending):
+                why = "Not waited for: a better choice had already answered."
+                break
+            best = self._best()
+            if best is not None and best.verified and limit > time.monotonic() + _PATIENCE:
+                # A verified answer is in: a silent port that might rank above it gets a little longer only.
+                limit = time.monotonic() + _PATIENCE
+                why = (
+                    f"No answer within {_PATIENCE:g} s after port {best.smtp_port} ({best.encryption}, verified) had "
+                    "answered, so not waited for longer: a firewall may drop the traffic, or the server is stuck."
+                )
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         for task in pending:
-            self._not_waited_for(*probes[task], timed_out=time.monotonic() >= self.probe_deadline)
+            self._not_waited_for(*probes[task], why)
         best = self._best()
         if best is not None and self.credentials is not None:
             await self._sign_in(best)
@@ -275,13 +292,7 @@ class _Detect:
         problem = candidate.certificate["problem"] if candidate.certificate else ""
         return f"{name} works, but the certificate could not be verified. {problem}".strip()
 
-    def _not_waited_for(self, port: int, encryption: str, *, timed_out: bool) -> None:
-        why = (
-            f"No answer within {self.probe_deadline - self.started:g} s: a firewall may drop the traffic, "
-            "or nothing listens."
-            if timed_out
-            else "Not waited for: a better choice had already answered."
-        )
+    def _not_waited_for(self, port: int, encryption: str, why: str) -> None:
         names = ("TLS",) if encryption == "TLS" else ("StartTLS", "Plain")
         for name in names:
             candidate = self.candidates[port, name]
