@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import platform
 import socket
 import statistics
 import sys
@@ -25,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from results import record  # bench/, the directory of this script
 
 from settings_ui.smtp import SmtpTarget, send
 from settings_ui.smtp.detect import Credentials, detect
@@ -87,15 +87,12 @@ def main() -> None:
     table = "\n".join([header, *rows])
     print(table)
     if not args.no_record:
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        machine = f"{platform.node()}, {platform.machine()}, {platform.python_version()}"
-        with (Path(__file__).resolve().parent / "RESULTS.md").open("a") as results:
-            results.write(
-                f"\n## {stamp} — detect against Postfix 3.7 / Dovecot 2.3 ({machine})\n\n"
-                f"`bench/detect.py --runs {args.runs}`, SMTP_TIMEOUT {TIMEOUT:g} s; "
-                "'one test' is a dry-run test of 465 TLS in the same run\n\n"
-                f"```\n{table}\n```\n"
-            )
+        record(
+            "detect against Postfix 3.7 / Dovecot 2.3",
+            f"`bench/detect.py --runs {args.runs}`, SMTP_TIMEOUT {TIMEOUT:g} s; "
+            "'one test' is a dry-run test of 465 TLS in the same run",
+            table,
+        )
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ deliberate delay after a failed sign-in. Appends the table to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import socket
 import statistics
 import sys
@@ -21,6 +19,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from results import record  # bench/, the directory of this script
 
 from settings_ui.smtp import SmtpTarget, send
 
@@ -80,13 +80,11 @@ def main() -> None:
     table = "\n".join([header, *rows])
     print(table)
     if not args.no_record:
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        machine = f"{platform.node()}, {platform.machine()}, {platform.python_version()}"
-        with (Path(__file__).resolve().parent / "RESULTS.md").open("a") as results:
-            results.write(
-                f"\n## {stamp} — time to a diagnosis against Postfix 3.7 / Dovecot 2.3 ({machine})\n\n"
-                f"`bench/diagnosis.py --runs {args.runs}`, SMTP_TIMEOUT {TIMEOUT:g} s\n\n```\n{table}\n```\n"
-            )
+        record(
+            "time to a diagnosis against Postfix 3.7 / Dovecot 2.3",
+            f"`bench/diagnosis.py --runs {args.runs}`, SMTP_TIMEOUT {TIMEOUT:g} s",
+            table,
+        )
 
 
 if __name__ == "__main__":
