@@ -149,6 +149,8 @@ def detect_settings() -> tuple[str, int]:
         params["username"] = form.username.data
     if form.password.data:
         params["password"] = form.password.data
+    elif form.remove_password.data:
+        params["password"] = ""  # not the stored one, which is about to go
     try:
         found = detection.detect(params, actor=actor())
     except SettingsError as error:
