@@ -67,10 +67,22 @@ FIELDS: tuple[Field, ...] = (
         str,
         None,
         'password to use to authenticate to SMTP server (write-only; "" removes it). While one is stored, an '
-        "edit that changes smtp_host, smtp_port, encryption or username, or turns allow_selfsigned_certs on, must "
-        "give it again: the stored password is only ever sent to the server it was saved for",
+        "edit that changes smtp_host, smtp_port, encryption or username, turns allow_selfsigned_certs on, or "
+        "sets or changes pinned_cert_sha256 must give it again: the stored password is only ever sent to the "
+        "server it was saved for",
         max_length=rules.TEXT_MAX_LENGTH,
         write_only=True,
+    ),
+    Field(
+        "pinned_cert_sha256",
+        str,
+        "",
+        "SHA-256 fingerprint of the one certificate the server may present (64 hex digits, colons "
+        'allowed; "" for none). With a pin, TLS succeeds only for exactly that certificate, whatever its '
+        "issuer, names or dates; setting or changing it, like turning allow_selfsigned_certs on, must give "
+        "the password again",
+        normalize=rules.normalize_fingerprint,
+        max_length=95,  # 32 pairs of digits with 31 colons
     ),
     Field(
         "smtp_host",

@@ -30,6 +30,7 @@ class EmailSettings(db.Model):
     username: Mapped[str] = mapped_column(String(1024), default="")
     password_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
     allow_selfsigned_certs: Mapped[bool] = mapped_column(Boolean, default=False)
+    pinned_cert_sha256: Mapped[str] = mapped_column(String(64), default="", server_default="")
     version: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     updated_by: Mapped[str | None] = mapped_column(String(255), default=None)

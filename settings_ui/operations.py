@@ -239,7 +239,7 @@ def merge(row: Row, changes: Mapping[str, Any]) -> dict[str, Any]:
     The returned ``password`` is :data:`KEEP` (the stored one stays), ``""`` (none)
     or the new password. Raises :class:`SettingsError` when the result is incomplete,
     or when it would keep the stored password for another server: a change of
-    :data:`SERVER_IDENTITY`, or certificate checks turned off, must bring ``password``.
+    :data:`SERVER_IDENTITY`, certificate checks turned off, or a new pin must bring ``password``.
     """
     values = {name: changes.get(name, row[name]) for name in fields.PUBLIC}
     password = changes.get("password", KEEP)
@@ -258,6 +258,9 @@ def merge(row: Row, changes: Mapping[str, Any]) -> dict[str, Any]:
         moved = [name for name in SERVER_IDENTITY if values[name] != row[name]]
         if values["allow_selfsigned_certs"] and not row["allow_selfsigned_certs"]:
             moved.append("allow_selfsigned_certs")
+        if values["pinned_cert_sha256"] not in ("", row["pinned_cert_sha256"]):
+            # A pin trusts a certificate no authority vouches for: like switching the checks off.
+            moved.append("pinned_cert_sha256")
         if moved:
             errors["password"] = (
                 f"must be given again because {' and '.join(moved)} changed: the stored password is only ever "

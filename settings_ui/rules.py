@@ -103,6 +103,22 @@ def check_encryption(value: str) -> str:
     return value
 
 
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+
+
+def normalize_fingerprint(value: str) -> str:
+    """A SHA-256 certificate fingerprint as 64 lower-case hex digits; given with or without colons,
+    in any case (as browsers, ``openssl x509 -fingerprint -sha256`` and the test's report show it);
+    empty for no pin."""
+    digits = value.strip().replace(":", "").lower()
+    if digits and not _FINGERPRINT.match(digits):  # empty: no pin
+        raise ValueError(
+            "must be a SHA-256 fingerprint: 64 hexadecimal digits, with or without colons "
+            "(for example AB:12:…, as the test shows it)"
+        )
+    return digits
+
+
 def normalize_email(value: str) -> str:
     """Return one email address in normalized form, or raise ValueError saying why not.
 

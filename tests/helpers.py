@@ -40,11 +40,18 @@ UNCONFIGURED = {
     "allow_selfsigned_certs": False,
     "encryption": "Plain",
     "from_email": "",
+    "pinned_cert_sha256": "",
     "smtp_host": "",
     "smtp_port": 0,
     "username": "",
 }
 """What show answers on a fresh installation, as the published API documents it."""
+
+
+def shown(params: dict[str, Any]) -> dict[str, Any]:
+    """What show answers once ``params`` (edit parameters) are stored over a fresh installation."""
+    return UNCONFIGURED | {name: value for name, value in params.items() if name != "password"}
+
 
 ADMIN = "admin"
 ADMIN_PASSWORD = "correct horse battery staple"

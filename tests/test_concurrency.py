@@ -19,7 +19,7 @@ from flask import Flask
 from settings_ui import crypto
 
 from .conftest import DATABASES, LiveServer, database_url, stored_row
-from .helpers import post_json
+from .helpers import post_json, shown
 from .processes import AppProcess, app_processes
 
 THREADS = 24
@@ -52,7 +52,7 @@ def _configuration(thread: int) -> dict[str, Any]:
 
 
 def _public(configuration: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in configuration.items() if k != "password"}
+    return shown(configuration)
 
 
 def _run_threads(count: int, target: Any) -> None:

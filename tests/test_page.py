@@ -82,6 +82,7 @@ def test_the_page_and_the_api_see_the_same_settings(client: FlaskClient) -> None
         "allow_selfsigned_certs": True,
         "encryption": "Plain",
         "from_email": "ops@example.net",
+        "pinned_cert_sha256": "",
         "smtp_host": "mail.example.net",
         "smtp_port": 2525,
         "username": "bob",

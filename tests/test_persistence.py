@@ -15,7 +15,7 @@ from settings_ui import crypto
 from settings_ui.extensions import db
 
 from .conftest import make_app, stored_row, tracked
-from .helpers import EXAMPLE_PASSWORD, call
+from .helpers import EXAMPLE_PASSWORD, call, shown
 from .processes import AppProcess
 
 
@@ -23,7 +23,7 @@ def test_settings_survive_a_restart_on_the_same_database(tmp_path: Path, configu
     # `configured` saved through the `app` fixture; a second app on the same files is a restart.
     restarted = make_app(tmp_path)
     result = call(restarted.test_client(), "show").get_json()["result"]
-    assert result == {k: v for k, v in configured.items() if k != "password"}
+    assert result == shown(configured)
     with restarted.app_context():
         assert crypto.decrypt(stored_row(restarted)["password_encrypted"]) == EXAMPLE_PASSWORD
 

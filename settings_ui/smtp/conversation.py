@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import hashlib
 import socket
 import ssl
 import time
@@ -62,6 +63,12 @@ class SmtpTarget:
     username: str
     password: str = field(repr=False)
     allow_selfsigned_certs: bool
+    pinned_cert_sha256: str = ""
+
+    @property
+    def pinned(self) -> bool:
+        """Whether one certificate, by its fingerprint, is all this target trusts."""
+        return bool(self.pinned_cert_sha256) and self.encryption != "Plain"
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any], password: str) -> SmtpTarget:
@@ -108,6 +115,11 @@ class Report:
     def step_dicts(self) -> list[dict[str, Any]]:
         """The steps as the API lists them."""
         return [step.as_dict() for step in self.steps]
+
+    @property
+    def certificate_sha256(self) -> str | None:
+        """The SHA-256 fingerprint of the certificate the server presented, if it presented one."""
+        return hashlib.sha256(self.peer_certificate).hexdigest() if self.peer_certificate else None
 
     @property
     def failed_step(self) -> str | None:
@@ -190,7 +202,13 @@ def build_message(target: SmtpTarget, to: str) -> EmailMessage:
         "TLS": "with TLS",
     }[target.encryption]
     checked = (
-        "" if target.encryption == "Plain" else (" (certificate not checked)" if target.allow_selfsigned_certs else "")
+        ""
+        if target.encryption == "Plain"
+        else " (certificate pinned)"
+        if target.pinned
+        else " (certificate not checked)"
+        if target.allow_selfsigned_certs
+        else ""
     )
     international = not (target.from_email.isascii() and to.isascii())
     message = EmailMessage(policy=SMTPUTF8 if international else SMTP)
@@ -394,7 +412,8 @@ class _Conversation:
         context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
         if self.ca_file:
             context.load_default_certs()  # the extra CA adds to the system's, it does not replace them
-        if self.target.allow_selfsigned_certs:
+        if self.target.allow_selfsigned_certs or self.target.pinned:
+            # With a pin, the one certificate is checked by its fingerprint after the handshake.
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
@@ -635,26 +654,46 @@ class _Conversation:
         await _hang_up(self.smtp, transport)
 
     def _certificate_state(self) -> str:
+        if self.target.pinned:
+            return f"certificate pinned (sha256 {self.target.pinned_cert_sha256})"
         if self.target.allow_selfsigned_certs:
             return "certificate not checked (allow_selfsigned_certs is on)"
         return f"certificate valid for {self.target.smtp_host}"
 
     def _tls_detail(self) -> str:
+        """Check a pin, note what deserves a warning; say what was established."""
         tls = self.smtp.get_transport_info("ssl_object")
-        if self.target.allow_selfsigned_certs:
-            self.warnings.append(
-                "The server's certificate was not checked (allow_selfsigned_certs is on): "
-                "anyone between this machine and the server could read the mail and the password."
-            )
         der = tls.getpeercert(binary_form=True)
         self.peer_certificate = der
-        self.certificate_verified = not self.target.allow_selfsigned_certs
-        days = diagnosis.days_until_expiry(der) if der else None
-        if days is not None and days < _EXPIRY_WARNING_DAYS:
+        target = self.target
+        if target.pinned:
+            presented = hashlib.sha256(der).hexdigest()
+            if presented != target.pinned_cert_sha256:
+                raise _StepFailed(
+                    *diagnosis.pin_mismatch(presented, target.pinned_cert_sha256), diagnosis.certificate_details(der)
+                )
+        self.certificate_verified = not target.allow_selfsigned_certs or target.pinned
+        days = diagnosis.days_until_expiry(der)
+        state = self._certificate_state()
+        if target.pinned:
+            if days < _EXPIRY_WARNING_DAYS:
+                self.warnings.append(
+                    f"The pinned certificate expires in {max(days, 0)} days: the server will then present another "
+                    "one, and the pin will stop matching. Pin the new one (Trust this certificate) once it is there."
+                )
+        elif target.allow_selfsigned_certs:
+            self.warnings.append(
+                "The server's certificate was not checked (allow_selfsigned_certs is on): anyone between this "
+                "machine and the server could read the mail and the password. Pinning this certificate "
+                "(pinned_cert_sha256) trusts it alone instead."
+            )
+            seen = [line for line in diagnosis.certificate_details(der) if not line.startswith(("names", "valid"))]
+            state += f": it presented {'; '.join(seen)}"
+        elif days < _EXPIRY_WARNING_DAYS:
             self.warnings.append(
                 f"The server's certificate expires in {max(days, 0)} days: it must be renewed before then."
             )
-        return f"{tls.version() or 'TLS'}; {self._certificate_state()}"
+        return f"{tls.version() or 'TLS'}; {state}"
 
     async def _certificate_failure(self, error: ssl.SSLCertVerificationError) -> _StepFailed:
         der = self.peer_certificate = await self._fetch_certificate()

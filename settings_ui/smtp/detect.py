@@ -94,6 +94,13 @@ class Detection:
     elapsed_ms: int
     message: str
 
+    @property
+    def recommended_candidate(self) -> Candidate | None:
+        if self.recommended is None:
+            return None
+        chosen = (self.recommended["smtp_port"], self.recommended["encryption"])
+        return next(c for c in self.candidates if (c.smtp_port, c.encryption) == chosen)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "recommended": self.recommended,

@@ -81,6 +81,17 @@ def certificate(code: int, message: str, host: str, der: bytes | None = None) ->
     return f"The server's certificate was rejected: {message.rstrip('.')}.", _TRUST_FIX
 
 
+def pin_mismatch(presented: str, pinned: str) -> tuple[str, str]:
+    """Cause and fix for a certificate that is not the pinned one (both SHA-256, lower-case hex)."""
+    return (
+        f"The server's certificate is not the pinned one: it presented sha256 {presented}, and "
+        f"pinned_cert_sha256 is {pinned}.",
+        "If the server's certificate was replaced on purpose, check the new one below and pin it instead "
+        "(Trust this certificate, then save with the password). If not, something between this machine and "
+        "the server may be impersonating it: do not trust it.",
+    )
+
+
 def expects_tls(where: str, port: int) -> tuple[str, str]:
     """Cause and fix for a server that sends no greeting but answers a TLS handshake."""
     return (

@@ -83,6 +83,13 @@ class SettingsForm(FlaskForm):
         description="Only for a server you control whose certificate is not signed by a public "
         "authority. It turns off the check that you are talking to the right server.",
     )
+    pinned_cert_sha256 = StringField(
+        "Pinned certificate (SHA-256 fingerprint)",
+        validators=[follows(rules.normalize_fingerprint)],
+        description="Trust exactly this one certificate, whoever issued it: for a server with a self-signed "
+        "certificate, safer than accepting any. Leave empty to check certificates as usual.",
+        render_kw={"autocomplete": "off", "spellcheck": "false"},
+    )
     from_email = EmailField(
         "From address",
         validators=[_REQUIRED, follows(rules.normalize_email)],

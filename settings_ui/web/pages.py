@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, session, url_for
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from jinja2 import pass_context
 from jinja2.runtime import Context
 from werkzeug.wrappers import Response
@@ -52,6 +52,7 @@ def _render(
     problem: str | None = None,
     report: Any = None,
     detected: Any = None,
+    trusted: str | None = None,
     password_typed: bool = False,
 ) -> tuple[str, int]:
     """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
@@ -66,6 +67,7 @@ def _render(
         sign_ins=state.sign_ins,
         report=report,
         detected=detected,
+        trusted=trusted,
         password_typed=password_typed,
         last_test=session.get("last_test"),
         conventional_ports=rules.CONVENTIONAL_PORTS,
@@ -159,10 +161,27 @@ def detect_settings() -> tuple[str, int]:
     typed = bool(form.password.data)
     if found.recommended is None:
         return _render(form, 200, detected=found, password_typed=typed)
-    # The form as typed, with what detect recommends in place of its server fields.
-    data = {name: form[name].data for name in fields.PUBLIC} | found.recommended
+    return _render(_form_with(form, found.recommended), 200, detected=found, password_typed=typed)
+
+
+@bp.post("/trust")
+def trust_certificate() -> tuple[str, int]:
+    """Put the certificate a test or detect was shown into the form as the pin, unsaved."""
+    form = SettingsForm()
+    try:
+        pin = rules.normalize_fingerprint(request.form.get("trust_certificate", ""))
+    except ValueError as problem:
+        return _render(form, 400, f"The certificate to trust {problem}.")
+    # The pin replaces switching the checks off: it trusts this one certificate, not any.
+    pinned = _form_with(form, {"pinned_cert_sha256": pin, "allow_selfsigned_certs": False})
+    return _render(pinned, 200, trusted=pin, password_typed=bool(form.password.data))
+
+
+def _form_with(form: SettingsForm, values: dict[str, Any]) -> SettingsForm:
+    """The form as submitted, with ``values`` in place of those fields (the password is never refilled)."""
+    data = {name: form[name].data for name in fields.PUBLIC} | values
     data |= {"version": form.version.data, "to": form.to.data}
-    return _render(SettingsForm(formdata=None, data=data), 200, detected=found, password_typed=typed)
+    return SettingsForm(formdata=None, data=data)
 
 
 def _render_confirm_clear(status: int = 200, problem: str | None = None) -> tuple[str, int]:
