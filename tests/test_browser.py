@@ -373,6 +373,39 @@ def test_the_folded_candidates_open_from_the_keyboard_and_axe_finds_nothing_seri
     assert _serious_violations(page) == []
 
 
+def test_trust_this_certificate_end_to_end(site: LiveServer, site_app: Flask, tab_factory: Any) -> None:
+    import ssl
+
+    import trustme
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)  # an authority the site does not know
+    page = tab_factory(site.url).page
+    auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    with smtp_server(implicit_tls=context, authenticator=auth) as (port, handler):
+        fill_settings(page, port=port, encryption="TLS", host="127.0.0.1", username="mailer", password=EXAMPLE_PASSWORD)
+        save(page)
+        page.fill("#to", "me@example.net")
+        page.get_by_role("button", name="Send test email").click()
+        page.wait_for_load_state()
+        assert "Not sent." in page.locator("#test-result").inner_text()
+        page.get_by_role("button", name="Trust this certificate").click()
+        page.wait_for_load_state()
+        assert page.locator("#trust-result").is_visible()
+        pinned = page.input_value("#pinned_cert_sha256")
+        assert len(pinned) == 64
+        assert stored_row(site_app)["pinned_cert_sha256"] == ""  # not saved yet
+        page.fill("#password", EXAMPLE_PASSWORD)
+        save(page)
+        assert page.get_by_role("status").filter(has_text="Settings saved.").is_visible()
+        assert stored_row(site_app)["pinned_cert_sha256"] == pinned
+        page.get_by_role("button", name="Send test email").click()
+        page.wait_for_load_state()
+        assert "Sent." in page.locator("#test-result").inner_text()
+    assert len(handler.received) == 1
+    assert EXAMPLE_PASSWORD not in page.content()
+
+
 # --- Clear, login --------------------------------------------------------------------------------
 
 

@@ -6,7 +6,9 @@ example, sender checks come back at RCPT). Started by `.ci/mailserver`; see test
 
 from __future__ import annotations
 
+import hashlib
 import re
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -303,4 +305,37 @@ def test_detect_never_sends_a_password_where_no_certificate_is_verified(tmp_path
     assert result["recommended"]["allow_selfsigned_certs"] is True
     assert all(c["auth"] == "not tried" for c in result["candidates"])
     time.sleep(0.5)  # a sign-in, had there been one, would be logged by now
+    assert failed_logins() == before
+
+
+# --- Pinning ----------------------------------------------------------------------------------------
+
+
+def presented_fingerprint(port: int) -> str:
+    """The SHA-256 of the certificate Postfix presents on ``port``, read with the standard library."""
+    pem = ssl.get_server_certificate(("127.0.0.1", port))
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+@pytest.mark.parametrize("port", [SELF_SIGNED_PORT, OTHER_NAME_PORT], ids=["self-signed", "another name"])
+def test_a_pinned_postfix_certificate_is_trusted_alone(client: FlaskClient, port: int) -> None:
+    fingerprint = presented_fingerprint(port)
+    result = sent(send(client, port, "TLS", pinned_cert_sha256=fingerprint))
+    tls = next(step for step in result["steps"] if step["name"] == "tls")
+    assert f"certificate pinned (sha256 {fingerprint})" in tls["detail"]
+    assert result["warnings"] == []
+
+
+def test_a_pin_for_another_certificate_is_refused_before_the_password_is_sent(client: FlaskClient) -> None:
+    before = failed_logins()
+    other = presented_fingerprint(SELF_SIGNED_PORT)
+    error = failed(
+        send(client, TLS_PORT, "TLS", pinned_cert_sha256=other, password="a-wrong-password"),
+        "tls",
+        "not the pinned one",
+        other,
+        presented_fingerprint(TLS_PORT),
+    )
+    assert [step["name"] for step in error["steps"]][-1] == "tls"
+    time.sleep(0.5)
     assert failed_logins() == before
