@@ -26,11 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results import record  # bench/, the directory of this script
 
-from settings_ui.smtp import SmtpTarget, send
+from settings_ui.smtp import Options, SmtpTarget, send
 from settings_ui.smtp.detect import Credentials, detect
 
 CA_FILE = "/etc/settings-ui-mailserver/ca.pem"
 TIMEOUT = 10.0
+OPTIONS = Options(timeout=TIMEOUT, ca_file=CA_FILE)
 HOST = "127.0.0.1"
 LIVE = [465, 587, 25]
 MAILER = Credentials("mailer", "mailer-password")
@@ -68,16 +69,12 @@ def main() -> None:
             times, references, outcome = [], [], ""
             for _ in range(args.runs):
                 took, found = timed(
-                    lambda ports=ports, credentials=credentials: detect(
-                        HOST, ports, credentials=credentials, timeout=TIMEOUT, ca_file=CA_FILE
-                    )
+                    lambda ports=ports, credentials=credentials: detect(HOST, ports, OPTIONS, credentials=credentials)
                 )
                 times.append(took)
                 recommended = found.recommended  # type: ignore[attr-defined]
                 outcome = f"{recommended['smtp_port']} {recommended['encryption']}" if recommended else "none"
-                references.append(
-                    timed(lambda: send(reference, "inbox@mail.test", timeout=TIMEOUT, ca_file=CA_FILE, dry_run=True))[0]
-                )
+                references.append(timed(lambda: send(reference, "inbox@mail.test", OPTIONS, dry_run=True))[0])
             ratio = statistics.median(times) / statistics.median(references)
             rows.append(
                 f"{name:<40} {statistics.median(times):7.0f} ms {max(times):7.0f} ms "

@@ -22,10 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results import record  # bench/, the directory of this script
 
-from settings_ui.smtp import SmtpTarget, send
+from settings_ui.smtp import Options, SmtpTarget, send
 
 CA_FILE = "/etc/settings-ui-mailserver/ca.pem"
 TIMEOUT = 10.0
+OPTIONS = Options(timeout=TIMEOUT, ca_file=CA_FILE)
 GOOD = {
     "smtp_host": "localhost",
     "smtp_port": 587,
@@ -72,7 +73,7 @@ def main() -> None:
         times, outcome = [], ""
         for _ in range(args.runs):
             started = time.monotonic()
-            report = send(target, to, timeout=TIMEOUT, ca_file=CA_FILE)
+            report = send(target, to, OPTIONS)
             times.append((time.monotonic() - started) * 1000)
             outcome = "sent" if report.sent else f"{report.failed_step} step"
         rows.append(f"{name:<38} {statistics.median(times):7.0f} ms {max(times):7.0f} ms   {outcome}")

@@ -18,6 +18,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULTS: dict[str, Any] = {
     "SMTP_TIMEOUT": 10,
+    "SMTP_TLS_MINIMUM": "TLSv1.2",  # the oldest TLS version spoken to an SMTP server
     "MAX_CONCURRENT_TESTS": 2,  # test emails running at once per process; more get 429
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "SQLITE_BUSY_TIMEOUT_MS": 15_000,

@@ -10,14 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import current_app
-
 from . import audit, crypto, operations, rules
 from .audit import SYSTEM, Actor
 from .operations import SettingsError
 from .smtp import detect as probing
 from .smtp.detect import Detection
-from .testmail import smtp_slot
+from .testmail import smtp_options, smtp_slot
 
 PARAMETERS = ("smtp_host", "username", "password", "ports")
 
@@ -39,17 +37,8 @@ def detect(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> Detection:
     ports = _ports(params.get("ports", list(probing.DEFAULT_PORTS)))
     username = given.get("username", "")
     credentials = _credentials(host, username, given.get("password"))
-    config = current_app.config
     with smtp_slot():
-        detection = probing.detect(
-            host,
-            ports,
-            username=username,
-            credentials=credentials,
-            timeout=float(config["SMTP_TIMEOUT"]),
-            ca_file=config.get("SMTP_CA_FILE") or None,
-            ehlo_name=config.get("SMTP_EHLO_NAME") or None,
-        )
+        detection = probing.detect(host, ports, smtp_options(), username=username, credentials=credentials)
     recommended = detection.recommended
     found = f"{recommended['smtp_port']} {recommended['encryption']}" if recommended else "nothing to recommend"
     signed_in = next((f"; sign-in {c.auth}" for c in detection.candidates if c.auth != "not tried"), "")

@@ -36,7 +36,23 @@ class TooManyTestsError(SettingsError):
 
 
 def init_app(app: Flask) -> None:
+    smtp_options(app.config)  # a wrong setting stops the start, not the first test
     app.extensions["settings_ui.running_tests"] = threading.BoundedSemaphore(int(app.config["MAX_CONCURRENT_TESTS"]))
+
+
+def smtp_options(config: Mapping[str, Any] | None = None) -> smtp.Options:
+    """How to talk to SMTP servers, from the configuration (the current app's by default)."""
+    config = current_app.config if config is None else config
+    try:
+        tls_minimum = smtp.tls_version(str(config.get("SMTP_TLS_MINIMUM") or "TLSv1.2"))
+    except ValueError as problem:
+        raise ValueError(f"SMTP_TLS_MINIMUM {problem}") from None
+    return smtp.Options(
+        timeout=float(config["SMTP_TIMEOUT"]),
+        ca_file=config.get("SMTP_CA_FILE") or None,
+        ehlo_name=config.get("SMTP_EHLO_NAME") or None,
+        tls_minimum=tls_minimum,
+    )
 
 
 @contextlib.contextmanager
@@ -73,16 +89,8 @@ def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report
         message = f"must be an object of edit parameters, not {operations.json_type_name(draft)}"
         raise SettingsError({"settings": message})
     target = resolve_target(draft)
-    config = current_app.config
     with smtp_slot():
-        report = smtp.send(
-            target,
-            to,
-            timeout=float(config["SMTP_TIMEOUT"]),
-            ca_file=config.get("SMTP_CA_FILE") or None,
-            ehlo_name=config.get("SMTP_EHLO_NAME") or None,
-            dry_run=dry_run,
-        )
+        report = smtp.send(target, to, smtp_options(), dry_run=dry_run)
     where = f"to {to} via {smtp.host_port(target.smtp_host, target.smtp_port)} ({target.encryption})"
     if report.sent:
         audit.record("test email sent", actor, where)

@@ -19,6 +19,7 @@ import hashlib
 import socket
 import ssl
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +48,9 @@ _QUIT_WITHIN = 1.0
 # asked for StartTLS or Plain): a second connection tries one, so the answer comes in seconds,
 # not at the deadline.
 _GREETING_PATIENCE = 1.0
+
+# How OpenSSL says that the server and this machine have no TLS version in common.
+_OLD_TLS_REASONS = {"UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE"}
 
 # A certificate that expires sooner than this gets a warning on success.
 _EXPIRY_WARNING_DAYS = 21
@@ -143,26 +147,40 @@ class _StepFailed(Exception):
         return f"{self.cause} Certificate: {'; '.join(self.certificate)}."
 
 
-def send(
-    target: SmtpTarget,
-    to: str,
-    *,
-    timeout: float,
-    ca_file: str | None = None,
-    ehlo_name: str | None = None,
-    dry_run: bool = False,
-) -> Report:
+@dataclass(frozen=True)
+class Options:
+    """How this machine talks to SMTP servers: the configuration's part of every conversation."""
+
+    timeout: float
+    """Seconds the whole conversation may take (SMTP_TIMEOUT)."""
+    ca_file: str | None = None
+    """Authorities trusted besides the system's (SMTP_CA_FILE)."""
+    ehlo_name: str | None = None
+    """The name given in EHLO (SMTP_EHLO_NAME); by default this machine's fully qualified domain
+    name, or the address literal of the connection's local end (``[192.0.2.1]``) when it has none."""
+    tls_minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+    """The oldest TLS version accepted (SMTP_TLS_MINIMUM)."""
+
+
+TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+
+def tls_version(name: str) -> ssl.TLSVersion:
+    """The TLS version named as OpenSSL and SMTP_TLS_MINIMUM spell it (``TLSv1.2``)."""
+    if name not in TLS_VERSIONS:
+        raise ValueError(f"must be one of {', '.join(TLS_VERSIONS)} (got {name!r})")
+    with warnings.catch_warnings():  # TLSv1 and TLSv1_1 are deprecated names: naming them is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ssl.TLSVersion[name.replace(".", "_")]
+
+
+def send(target: SmtpTarget, to: str, options: Options, *, dry_run: bool = False) -> Report:
     """Send one test message to ``to`` through ``target``; never raises for an SMTP problem.
 
-    ``ehlo_name`` is the name this machine gives in EHLO; by default its fully qualified domain
-    name, or the address literal of the connection's local end (``[192.0.2.1]``) when it has none.
     A ``dry_run`` stops after RCPT TO (then RSET and QUIT): the server, the sign-in, the sender
     and the recipient are checked, and nothing is delivered.
     """
-    conversation = converse(
-        target, to, timeout=timeout, ca_file=ca_file, ehlo_name=ehlo_name, until="rcpt_to" if dry_run else "data"
-    )
-    return run_in_own_loop(conversation)
+    return run_in_own_loop(converse(target, to, options, until="rcpt_to" if dry_run else "data"))
 
 
 _T = TypeVar("_T")
@@ -179,20 +197,13 @@ def run_in_own_loop(coroutine: Coroutine[Any, Any, _T]) -> _T:
 
 
 async def converse(
-    target: SmtpTarget,
-    to: str,
-    *,
-    timeout: float,
-    ca_file: str | None,
-    ehlo_name: str | None,
-    until: str = "data",
-    deadline: float | None = None,
+    target: SmtpTarget, to: str, options: Options, *, until: str = "data", deadline: float | None = None
 ) -> Report:
     """Talk to ``target`` step by step (see :func:`send`), stopping after the step named ``until``:
     ``data`` sends, ``rcpt_to`` is a dry run, ``auth`` checks the sign-in, ``ehlo`` or ``starttls``
     only look at what the server offers. ``deadline`` (``time.monotonic``) ends it sooner than
-    ``timeout``, the limit its messages name, when it is one of several within that limit."""
-    return await _Conversation(target, to, timeout, ca_file, ehlo_name, until, deadline).run()
+    ``options.timeout``, the limit its messages name, when it is one of several within that limit."""
+    return await _Conversation(target, to, options, until, deadline).run()
 
 
 def build_message(target: SmtpTarget, to: str) -> EmailMessage:
@@ -227,24 +238,15 @@ def build_message(target: SmtpTarget, to: str) -> EmailMessage:
 
 
 class _Conversation:
-    def __init__(
-        self,
-        target: SmtpTarget,
-        to: str,
-        timeout: float,
-        ca_file: str | None,
-        ehlo_name: str | None,
-        until: str,
-        deadline: float | None = None,
-    ):
+    def __init__(self, target: SmtpTarget, to: str, options: Options, until: str, deadline: float | None = None):
         self.target = target
         self.to = to
         self.until = until
         self.capabilities: dict[str, list[str]] = {}
         self.peer_certificate: bytes | None = None
         self.certificate_verified = False
-        self.timeout = timeout
-        self.ca_file = ca_file
+        self.options = options
+        self.timeout = timeout = options.timeout
         self.where = diagnosis.host_port(target.smtp_host, target.smtp_port)
         self.started = time.monotonic()
         # The event loop's clock is time.monotonic.
@@ -257,7 +259,9 @@ class _Conversation:
         self.greeting: aiosmtplib.SMTPResponse | None = None
         # With implicit TLS, a greeting that failed after a good handshake: the ehlo step reports it.
         self.greeting_failure: aiosmtplib.SMTPConnectError | None = None
-        self.smtp = aiosmtplib.SMTP(hostname=target.smtp_host, local_hostname=ehlo_name, timeout=None, start_tls=False)
+        self.smtp = aiosmtplib.SMTP(
+            hostname=target.smtp_host, local_hostname=options.ehlo_name, timeout=None, start_tls=False
+        )
 
     # --- the run ------------------------------------------------------------------------
 
@@ -409,9 +413,18 @@ class _Conversation:
         raise _StepFailed(f"Connecting to {self.where} failed: {getattr(last_error, 'strerror', None) or last_error}.")
 
     def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
-        if self.ca_file:
+        ca_file = self.options.ca_file
+        context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+        if ca_file:
             context.load_default_certs()  # the extra CA adds to the system's, it does not replace them
+        if self.options.tls_minimum < ssl.TLSVersion.TLSv1_2:
+            # The administrator lowered SMTP_TLS_MINIMUM on purpose: Python's warning says nothing new.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                context.minimum_version = self.options.tls_minimum
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL accepts TLS 1.0 and 1.1 only at level 0
+        else:
+            context.minimum_version = self.options.tls_minimum
         if self.target.allow_selfsigned_certs or self.target.pinned:
             # With a pin, the one certificate is checked by its fingerprint after the handshake.
             context.check_hostname = False
@@ -425,6 +438,10 @@ class _Conversation:
             handshake_error = error.__cause__
             if isinstance(handshake_error, ssl.SSLCertVerificationError):
                 raise await self._certificate_failure(handshake_error) from None
+            if _may_be_old_tls(handshake_error):
+                old_tls = await self._old_tls_failure()
+                if old_tls is not None:
+                    raise old_tls from None
             if isinstance(handshake_error, ssl.SSLError):
                 reason = handshake_error.reason
                 answer = "answered in plain text" if reason == "WRONG_VERSION_NUMBER" else reason or handshake_error
@@ -532,6 +549,11 @@ class _Conversation:
             await smtp.starttls(tls_context=self._tls_context(), server_hostname=self.target.smtp_host)
         except ssl.SSLCertVerificationError as error:
             raise await self._certificate_failure(error) from None
+        except (ssl.SSLError, ConnectionResetError, aiosmtplib.SMTPServerDisconnected) as error:
+            old_tls = await self._old_tls_failure() if _may_be_old_tls(error) else None
+            if old_tls is not None:
+                raise old_tls from None
+            raise
         except aiosmtplib.SMTPResponseException as error:
             raise _StepFailed(f"The server refused STARTTLS: {diagnosis.reply(error.code, error.message)}.") from None
         try:
@@ -702,7 +724,29 @@ class _Conversation:
 
     async def _fetch_certificate(self) -> bytes | None:
         """Connect once more without checking, only to show the person what the server presents."""
-        unchecked = _unchecked_context()
+        seen = await self._look_unchecked(_unchecked_context())
+        return seen[0] if seen else None
+
+    async def _old_tls_failure(self) -> _StepFailed | None:
+        """The explanation when the server speaks only a TLS version older than SMTP_TLS_MINIMUM,
+        learnt on a second connection that accepts any; None when that is not the reason."""
+        minimum = self.options.tls_minimum
+        permissive = _unchecked_context()
+        permissive.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        permissive.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL accepts TLS 1.0 and 1.1 only at level 0
+        seen = await self._look_unchecked(permissive)
+        offered = seen[1] if seen else None
+        if offered is None or tls_version(offered) >= minimum:
+            return None
+        return _StepFailed(
+            f"{self.where} offers only {offered}, older than SMTP_TLS_MINIMUM ({minimum.name.replace('_', '.')}).",
+            "Have the server's TLS settings allow TLS 1.2 or newer. Only if that cannot be done, lower "
+            f"SMTP_TLS_MINIMUM to {offered}: old TLS versions have known weaknesses.",
+        )
+
+    async def _look_unchecked(self, context: ssl.SSLContext) -> tuple[bytes | None, str | None] | None:
+        """Make the TLS handshake again on a second connection with ``context``, only to see what
+        the server presents: its certificate and TLS version; None when that fails too."""
         probe = aiosmtplib.SMTP(
             hostname=self.target.smtp_host, local_hostname=self.smtp.local_hostname, timeout=None, start_tls=False
         )
@@ -711,10 +755,11 @@ class _Conversation:
                 try:
                     if self.target.encryption == "StartTLS":
                         await probe.connect(sock=sock)
-                        await probe.starttls(tls_context=unchecked)
+                        await probe.starttls(tls_context=context)
                     else:
-                        await probe.connect(sock=sock, use_tls=True, tls_context=unchecked)
-                    return probe.get_transport_info("ssl_object").getpeercert(binary_form=True)
+                        await probe.connect(sock=sock, use_tls=True, tls_context=context)
+                    tls = probe.get_transport_info("ssl_object")
+                    return tls.getpeercert(binary_form=True), tls.version()
                 finally:
                     await _hang_up(probe, probe.transport)
         except (OSError, aiosmtplib.SMTPException):
@@ -733,6 +778,14 @@ async def _hang_up(client: aiosmtplib.SMTP, transport: asyncio.BaseTransport | N
 def capabilities(client: aiosmtplib.SMTP) -> list[str]:
     """The server's EHLO keywords with their parameters, as it sent them (``SIZE 10240000``)."""
     return sorted(f"{name.upper()} {value}".strip() for name, value in client.esmtp_extensions.items())
+
+
+def _may_be_old_tls(error: BaseException | None) -> bool:
+    """Whether a failed handshake may mean no TLS version in common: OpenSSL says so, or the
+    server just hung up on our hello."""
+    if isinstance(error, ssl.SSLError):
+        return error.reason in _OLD_TLS_REASONS
+    return isinstance(error, ConnectionResetError | aiosmtplib.SMTPServerDisconnected)
 
 
 def _unchecked_context() -> ssl.SSLContext:

@@ -17,6 +17,7 @@ No mail is sent.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import diagnosis
-from .conversation import Report, SmtpTarget, converse, run_in_own_loop
+from .conversation import Options, Report, SmtpTarget, converse, run_in_own_loop
 
 DEFAULT_PORTS: tuple[int, ...] = (465, 587, 25, 2525)
 MAX_PORTS = 6
@@ -122,21 +123,19 @@ class Credentials:
 
 def detect(
     host: str,
-    ports: Sequence[int] = DEFAULT_PORTS,
+    ports: Sequence[int],
+    options: Options,
     *,
     username: str = "",
     credentials: Credentials | None = None,
-    timeout: float,
-    ca_file: str | None = None,
-    ehlo_name: str | None = None,
 ) -> Detection:
-    """Probe ``host`` on ``ports`` and recommend the settings to use, within ``timeout`` seconds.
+    """Probe ``host`` on ``ports`` and recommend the settings to use, within ``options.timeout``.
 
     ``username`` is who will sign in (so Plain is never recommended); ``credentials``, when
     given, are tried once on the best candidate.
     """
     username = credentials.username if credentials else username
-    return run_in_own_loop(_Detect(host, list(ports), username, credentials, timeout, ca_file, ehlo_name).run())
+    return run_in_own_loop(_Detect(host, list(ports), options, username, credentials).run())
 
 
 class _Detect:
@@ -144,19 +143,16 @@ class _Detect:
         self,
         host: str,
         ports: list[int],
+        options: Options,
         username: str,
         credentials: Credentials | None,
-        timeout: float,
-        ca_file: str | None,
-        ehlo_name: str | None,
     ):
         self.host = host
         self.ports = ports
+        self.options = options
         self.username = username
         self.credentials = credentials
-        self.timeout = timeout
-        self.ca_file = ca_file
-        self.ehlo_name = ehlo_name
+        self.timeout = timeout = options.timeout
         self.started = time.monotonic()
         self.deadline = self.started + timeout
         # With credentials to try, the probes leave time for the sign-in.
@@ -243,14 +239,9 @@ class _Detect:
             password=credentials.password if credentials else "",
             allow_selfsigned_certs=allow_selfsigned,
         )
+        options = dataclasses.replace(self.options, timeout=limit)
         return await converse(
-            target,
-            "",
-            timeout=limit,
-            deadline=deadline,
-            ca_file=self.ca_file,
-            ehlo_name=self.ehlo_name,
-            until="auth" if credentials else _PROBE_UNTIL[encryption],
+            target, "", options, until="auth" if credentials else _PROBE_UNTIL[encryption], deadline=deadline
         )
 
     def _record(self, port: int, encryption: str, report: Report, refused: Report | None) -> None:
