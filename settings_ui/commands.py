@@ -14,7 +14,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from werkzeug.security import generate_password_hash
 
-from . import crypto, detection, operations, testmail
+from . import crypto, detection, operations, password_file, testmail
 from .audit import Actor
 from .instance_files import write_private
 from .operations import SettingsError
@@ -134,7 +134,12 @@ def _given(password_stdin: bool, options: dict[str, Any]) -> dict[str, Any]:
 @email_settings.command("edit")
 @settings_options
 @click.option("--remove-password", is_flag=True, help="remove the stored password")
-def edit_command(password_stdin: bool, remove_password: bool, **options: Any) -> None:
+@click.option(
+    "--move-password-file",
+    is_flag=True,
+    help="with SMTP_PASSWORD_FILE set: let its password go to the new server, port, encryption or user given",
+)
+def edit_command(password_stdin: bool, remove_password: bool, move_password_file: bool, **options: Any) -> None:
     """Change some settings; what is not given keeps its stored value."""
     if password_stdin and remove_password:
         raise click.UsageError("Give --password-stdin or --remove-password, not both.")
@@ -144,7 +149,7 @@ def edit_command(password_stdin: bool, remove_password: bool, **options: Any) ->
     if not params:
         raise click.UsageError("Nothing to change: give at least one option (see --help).")
     try:
-        _print_settings(operations.edit(params, actor=CLI_ACTOR))
+        _print_settings(operations.edit(params, actor=CLI_ACTOR, password_file_moves=move_password_file))
     except SettingsError as error:
         raise _fail(error) from None
 
@@ -238,7 +243,9 @@ def export_command(with_password: bool, output: Path) -> None:
     """Write the settings as JSON, for a backup or to move them to another installation."""
     settings = operations.show()
     document: dict[str, Any] = {"format": EXPORT_FORMAT, "settings": settings.public()}
-    if with_password:
+    if with_password and password_file.configured() is not None:
+        click.echo(f"No password exported: {password_file.MANAGED_OUTSIDE}.", err=True)
+    elif with_password:
         try:
             password = operations.stored_password()
         except crypto.UndecryptablePasswordError as error:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import audit, crypto, operations, rules
+from . import audit, crypto, operations, password_file, rules
 from .audit import SYSTEM, Actor
 from .operations import SettingsError
 from .smtp import detect as probing
@@ -66,7 +66,8 @@ def _ports(value: Any) -> list[int]:
 
 
 def _credentials(host: str, username: str, password: str | None) -> probing.Credentials | None:
-    """What to sign in with, if anything: the password given, or the stored one for the stored server."""
+    """What to sign in with, if anything: the password given, or the stored one (or SMTP_PASSWORD_FILE's)
+    for the stored server."""
     if password and not username:
         raise SettingsError({"username": "is required when a password is given"})
     if not username:
@@ -76,10 +77,16 @@ def _credentials(host: str, username: str, password: str | None) -> probing.Cred
     if password == "":  # given as empty: no password, not the stored one
         return None
     row = operations.load_row()
-    if not row["password_encrypted"] or (row["smtp_host"], row["username"]) != (host, username):
+    if (row["smtp_host"], row["username"]) != (host, username):
         return None
+    outside = password_file.configured()
     try:
-        stored = crypto.decrypt(row["password_encrypted"])
-    except crypto.UndecryptablePasswordError:
-        return None
+        if outside is not None:
+            stored = password_file.read(outside)
+        elif row["password_encrypted"]:
+            stored = crypto.decrypt(row["password_encrypted"])
+        else:
+            return None
+    except (password_file.PasswordFileError, crypto.UndecryptablePasswordError):
+        return None  # the sign-in is then not tried; a test says what is wrong with the password
     return probing.Credentials(username, stored, only_for=(row["smtp_port"], row["encryption"]))

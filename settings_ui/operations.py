@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from . import audit, crypto, fields, rules
+from . import audit, crypto, fields, password_file, rules
 from .audit import SYSTEM, Actor, Event
 from .extensions import db
 from .instance_files import open_private
@@ -125,6 +125,7 @@ def edit(
     *,
     expected_versions: Collection[int] | None = None,
     actor: Actor = SYSTEM,
+    password_file_moves: bool = False,
 ) -> Settings:
     """Merge ``params`` over the stored settings and store the result if it is complete and valid.
 
@@ -132,11 +133,15 @@ def edit(
     password. Raises :class:`SettingsError` (nothing stored) when a parameter is
     unknown, of the wrong type or invalid, or when the merged settings are incomplete;
     :class:`StaleSettingsError` when ``expected_versions`` does not hold the current version.
+    While SMTP_PASSWORD_FILE is set, ``password`` is refused, and the server may change only with
+    ``password_file_moves`` (the command line's ``--move-password-file``: its user can read the file).
     """
     changes = parse_params(params)
+    if "password" in changes and password_file.configured() is not None:
+        raise SettingsError({"password": f"cannot be set here: {password_file.MANAGED_OUTSIDE}"})
 
     def merged_values(row: Row) -> dict[str, Any]:
-        values = merge(row, changes)
+        values = merge(row, changes, password_file_moves=password_file_moves)
         password = values.pop("password")
         values["password_encrypted"] = (
             row["password_encrypted"] if password is KEEP else crypto.encrypt(password) if password else None
@@ -233,17 +238,23 @@ def json_type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def merge(row: Row, changes: Mapping[str, Any]) -> dict[str, Any]:
+def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = False) -> dict[str, Any]:
     """Merge parsed ``changes`` over ``row`` and check the result is complete.
 
     The returned ``password`` is :data:`KEEP` (the stored one stays), ``""`` (none)
     or the new password. Raises :class:`SettingsError` when the result is incomplete,
     or when it would keep the stored password for another server: a change of
     :data:`SERVER_IDENTITY`, certificate checks turned off, or a new pin must bring ``password``.
+    The password of SMTP_PASSWORD_FILE is bound the same way to the server stored now, unless
+    ``password_file_moves``.
     """
     values = {name: changes.get(name, row[name]) for name in fields.PUBLIC}
     password = changes.get("password", KEEP)
-    has_password = bool(row["password_encrypted"]) if password is KEEP else bool(password)
+    from_file = password_file.configured() is not None
+    if password is KEEP:
+        has_password = bool(row["password_encrypted"]) or (from_file and bool(values["username"]))
+    else:
+        has_password = bool(password)
 
     errors = {field.name: field.required for field in fields.FIELDS if field.required and not values[field.name]}
     if values["username"] and not has_password:
@@ -254,14 +265,21 @@ def merge(row: Row, changes: Mapping[str, Any]) -> dict[str, Any]:
         )
     if has_password and not values["username"]:
         errors["username"] = "is required when a password is set (or remove the password)"
-    if password is KEEP and row["password_encrypted"] and not errors:
+    file_bound = from_file and bool(row["smtp_host"]) and not password_file_moves
+    if password is KEEP and (row["password_encrypted"] or file_bound) and not errors:
         moved = [name for name in SERVER_IDENTITY if values[name] != row[name]]
         if values["allow_selfsigned_certs"] and not row["allow_selfsigned_certs"]:
             moved.append("allow_selfsigned_certs")
         if values["pinned_cert_sha256"] not in ("", row["pinned_cert_sha256"]):
             # A pin trusts a certificate no authority vouches for: like switching the checks off.
             moved.append("pinned_cert_sha256")
-        if moved:
+        if moved and from_file:
+            errors["password"] = (
+                f"must be given again because {' and '.join(moved)} changed: the password of SMTP_PASSWORD_FILE "
+                "is only ever sent to the server it was set up for. A test can bring its own password; to move "
+                "the settings, run `flask --app app email-settings edit --move-password-file ...` on the server"
+            )
+        elif moved:
             errors["password"] = (
                 f"must be given again because {' and '.join(moved)} changed: the stored password is only ever "
                 'sent to the server it was saved for (enter it, or "" to store none)'

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from . import audit, crypto, operations, rules, smtp
+from . import audit, crypto, operations, password_file, rules, smtp
 from .audit import SYSTEM, Actor
 from .operations import KEEP, SettingsError
 
@@ -114,14 +114,22 @@ def _recipient(value: Any) -> str:
 def resolve_target(draft: Mapping[str, Any]) -> smtp.SmtpTarget:
     """The complete settings a test uses: ``draft`` merged over the stored ones, password included.
 
-    The stored password goes only to the stored server (see :func:`~settings_ui.operations.merge`).
+    The stored password, or SMTP_PASSWORD_FILE's, goes only to the stored server (see
+    :func:`~settings_ui.operations.merge`).
     """
     row = operations.load_row()
     values = operations.merge(row, operations.parse_params(draft))
     password = values.pop("password")
-    if password is KEEP:
+    if password is not KEEP or not values["username"]:
+        return smtp.SmtpTarget.from_settings(values, password if password is not KEEP else "")
+    outside = password_file.configured()
+    if outside is not None:
         try:
-            password = crypto.decrypt(row["password_encrypted"]) if values["username"] else ""
-        except crypto.UndecryptablePasswordError as problem:
-            raise SettingsError({"password": str(problem)}) from None
-    return smtp.SmtpTarget.from_settings(values, password)
+            return smtp.SmtpTarget.from_settings(values, password_file.read(outside))
+        except password_file.PasswordFileError as problem:
+            # Reported at the auth step, where the password is needed: the steps before still run.
+            return smtp.SmtpTarget.from_settings(values, "", password_problem=str(problem))
+    try:
+        return smtp.SmtpTarget.from_settings(values, crypto.decrypt(row["password_encrypted"]))
+    except crypto.UndecryptablePasswordError as problem:
+        raise SettingsError({"password": str(problem)}) from None

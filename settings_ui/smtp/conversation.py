@@ -68,6 +68,8 @@ class SmtpTarget:
     password: str = field(repr=False)
     allow_selfsigned_certs: bool
     pinned_cert_sha256: str = ""
+    password_problem: str = ""
+    """Why the password could not be had (SMTP_PASSWORD_FILE): the auth step fails with it."""
 
     @property
     def pinned(self) -> bool:
@@ -75,12 +77,16 @@ class SmtpTarget:
         return bool(self.pinned_cert_sha256) and self.encryption != "Plain"
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], password: str) -> SmtpTarget:
+    def from_settings(cls, values: Mapping[str, Any], password: str, password_problem: str = "") -> SmtpTarget:
         """The target the settings ``values`` (with more keys, perhaps) and ``password`` describe."""
-        return cls(password=password, **{name: values[name] for name in _TARGET_FIELDS})
+        return cls(
+            password=password, password_problem=password_problem, **{name: values[name] for name in _TARGET_FIELDS}
+        )
 
 
-_TARGET_FIELDS = tuple(name for name in SmtpTarget.__dataclass_fields__ if name != "password")
+_TARGET_FIELDS = tuple(
+    name for name in SmtpTarget.__dataclass_fields__ if name not in ("password", "password_problem")
+)
 
 
 @dataclass
@@ -569,6 +575,11 @@ class _Conversation:
 
     async def _auth(self) -> str:
         smtp = self.smtp
+        if self.target.password_problem:
+            raise _StepFailed(
+                f"No password to sign in with: {self.target.password_problem}",
+                "Fix the file (its content is never shown); the next test reads it again, no restart needed.",
+            )
         if not smtp.supports_extension("auth"):
             raise _StepFailed(
                 "The server does not offer AUTH (signing in) on this connection.",

@@ -11,7 +11,7 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 from werkzeug.wrappers import Response
 
-from .. import detection, fields, operations, rules, testmail
+from .. import detection, fields, operations, password_file, rules, testmail
 from ..operations import Settings, SettingsError, StaleSettingsError
 from ..smtp.detect import DEFAULT_PORTS
 from ..testmail import TooManyTestsError
@@ -63,6 +63,8 @@ def _render(
         settings=state.settings,
         problem=problem,
         password_problem=state.password_problem,
+        password_file=password_file.configured(),
+        password_file_problem=password_file.problem(),
         events=state.changes,
         sign_ins=state.sign_ins,
         report=report,
