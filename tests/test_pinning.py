@@ -192,3 +192,20 @@ def test_the_page_advises_a_pin_where_any_certificate_is_accepted(client: FlaskC
     _, fingerprint = foreign_certificate(HOST)
     configure(client, 465, pinned_cert_sha256=fingerprint)
     assert page(client).find(id="pin-advice") is None
+
+
+def test_detect_offers_to_trust_the_certificate_it_could_not_verify(app: Flask, client: FlaskClient) -> None:
+    context, fingerprint = foreign_certificate(HOST)
+    with smtp_server(implicit_tls=context) as (port, _):
+        typed = form_values(page(client)) | {"smtp_host": HOST, "smtp_port": str(port), "from_email": "a@example.com"}
+        detected = BeautifulSoup(client.post("/detect", data=typed).get_data(as_text=True), "html.parser")
+    button = detected.find(id="detect-result").find("button", attrs={"name": "trust_certificate"})
+    assert button is not None and button["value"] == fingerprint
+    form = form_values(detected)
+    assert (form["smtp_port"], form["encryption"], form.get("allow_selfsigned_certs")) == (str(port), "TLS", "y")
+    trusted = BeautifulSoup(
+        client.post("/trust", data=form | {"trust_certificate": fingerprint}).get_data(as_text=True), "html.parser"
+    )
+    pinned = form_values(trusted)
+    assert pinned["pinned_cert_sha256"] == fingerprint and "allow_selfsigned_certs" not in pinned  # the pin replaces it
+    assert pinned["smtp_port"] == str(port)
