@@ -84,9 +84,7 @@ class SmtpTarget:
         )
 
 
-_TARGET_FIELDS = tuple(
-    name for name in SmtpTarget.__dataclass_fields__ if name not in ("password", "password_problem")
-)
+_TARGET_FIELDS = tuple(name for name in SmtpTarget.__dataclass_fields__ if name not in ("password", "password_problem"))
 
 
 @dataclass
