@@ -114,6 +114,8 @@ class Report:
     certificate: list[str] = field(default_factory=list)
     fix: str = ""
     checked: bool = False
+    temporary: bool = False
+    """A failure that may pass by itself (a time-out, the network, a 4xx reply): worth retrying."""
     # What the server showed: its EHLO capabilities by the step that read them (ehlo, and
     # starttls after encrypting), its certificate (DER), and whether that was verified.
     capabilities: dict[str, list[str]] = field(default_factory=dict)
@@ -135,11 +137,12 @@ class Report:
 
 
 class _StepFailed(Exception):
-    def __init__(self, cause: str, fix: str = "", certificate: list[str] | None = None):
+    def __init__(self, cause: str, fix: str = "", certificate: list[str] | None = None, *, temporary: bool = False):
         # A cause quotes what the server sent: shown escaped, so it cannot drive a terminal.
         cause = printable(cause)
         super().__init__(cause)
         self.cause = cause
+        self.temporary = temporary
         self.fix = printable(fix)
         self.certificate = [printable(line) for line in certificate or []]
 
@@ -178,13 +181,41 @@ def tls_version(name: str) -> ssl.TLSVersion:
         return ssl.TLSVersion[name.replace(".", "_")]
 
 
+@dataclass(frozen=True)
+class Mail:
+    """One message to send: its envelope, and its bytes as they go out."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    content: bytes = field(repr=False)
+    message_id: str = ""
+    what: str = "The message"
+    """How the report names it ("The test email")."""
+
+    @property
+    def international(self) -> bool:
+        return not all(address.isascii() for address in (self.sender, *self.recipients))
+
+
+NO_MAIL = Mail("", (), b"")
+"""For a conversation that stops before MAIL FROM (detect's probes)."""
+
+
 def send(target: SmtpTarget, to: str, options: Options, *, dry_run: bool = False) -> Report:
     """Send one test message to ``to`` through ``target``; never raises for an SMTP problem.
 
     A ``dry_run`` stops after RCPT TO (then RSET and QUIT): the server, the sign-in, the sender
     and the recipient are checked, and nothing is delivered.
     """
-    return run_in_own_loop(converse(target, to, options, until="rcpt_to" if dry_run else "data"))
+    message = build_message(target, to)
+    mail = Mail(target.from_email, (to,), message.as_bytes(), message["Message-ID"], "The test email")
+    return run_in_own_loop(converse(target, mail, options, until="rcpt_to" if dry_run else "data"))
+
+
+def deliver(target: SmtpTarget, mail: Mail, options: Options) -> Report:
+    """Send ``mail`` through ``target`` with the test's steps, rules and diagnosis; never raises for
+    an SMTP problem. Every recipient must be accepted, or nothing is sent."""
+    return run_in_own_loop(converse(target, mail, options))
 
 
 _T = TypeVar("_T")
@@ -201,13 +232,13 @@ def run_in_own_loop(coroutine: Coroutine[Any, Any, _T]) -> _T:
 
 
 async def converse(
-    target: SmtpTarget, to: str, options: Options, *, until: str = "data", deadline: float | None = None
+    target: SmtpTarget, mail: Mail, options: Options, *, until: str = "data", deadline: float | None = None
 ) -> Report:
     """Talk to ``target`` step by step (see :func:`send`), stopping after the step named ``until``:
     ``data`` sends, ``rcpt_to`` is a dry run, ``auth`` checks the sign-in, ``ehlo`` or ``starttls``
     only look at what the server offers. ``deadline`` (``time.monotonic``) ends it sooner than
     ``options.timeout``, the limit its messages name, when it is one of several within that limit."""
-    return await _Conversation(target, to, options, until, deadline).run()
+    return await _Conversation(target, mail, options, until, deadline).run()
 
 
 def build_message(target: SmtpTarget, to: str) -> EmailMessage:
@@ -242,9 +273,9 @@ def build_message(target: SmtpTarget, to: str) -> EmailMessage:
 
 
 class _Conversation:
-    def __init__(self, target: SmtpTarget, to: str, options: Options, until: str, deadline: float | None = None):
+    def __init__(self, target: SmtpTarget, mail: Mail, options: Options, until: str, deadline: float | None = None):
         self.target = target
-        self.to = to
+        self.mail = mail
         self.until = until
         self.capabilities: dict[str, list[str]] = {}
         self.peer_certificate: bytes | None = None
@@ -270,7 +301,6 @@ class _Conversation:
     # --- the run ------------------------------------------------------------------------
 
     async def run(self) -> Report:
-        target = self.target
         try:
             for name, action in self._plan():
                 await self._step(name, action)
@@ -278,7 +308,7 @@ class _Conversation:
                     break
         except _StepFailed as failure:
             step = self.steps[-1].name
-            message = f"The test email was not sent: the {step} step failed. {failure.detail}"
+            message = f"{self.mail.what} was not sent: the {step} step failed. {failure.detail}"
             if failure.fix:
                 message += f" {failure.fix}"
             return self._report(
@@ -287,14 +317,16 @@ class _Conversation:
                 cause=f"The {step} step failed. {failure.cause}",
                 certificate=failure.certificate,
                 fix=failure.fix,
+                temporary=failure.temporary,
             )
         finally:
             await self._close()
+        recipients = ", ".join(self.mail.recipients)
         if self.until == "data":
-            message = f"The test email to {self.to} was accepted by {self.where}."
+            message = f"{self.mail.what} to {recipients} was accepted by {self.where}."
         elif self.until == "rcpt_to":
             message = (
-                f"{self.where} accepted the sender {target.from_email} and the recipient {self.to}; "
+                f"{self.where} accepted the sender {self.mail.sender} and the recipient {recipients}; "
                 "nothing was sent (a check only)."
             )
         else:
@@ -342,12 +374,13 @@ class _Conversation:
             raise
         except TimeoutError:
             failure = _StepFailed(
-                *diagnosis.timeout(name, self.where, self.target.smtp_port, self.target.encryption, self.timeout)
+                *diagnosis.timeout(name, self.where, self.target.smtp_port, self.target.encryption, self.timeout),
+                temporary=True,
             )
             self._record(name, started, False, failure.cause)
             raise failure from None
         except Exception as error:
-            failure = _StepFailed(*diagnosis.error(name, error, self.where))
+            failure = _StepFailed(*diagnosis.error(name, error, self.where), temporary=isinstance(error, OSError))
             self._record(name, started, False, failure.cause)
             raise failure from None
         self._record(name, started, True, detail)
@@ -368,6 +401,7 @@ class _Conversation:
             raise _StepFailed(
                 f"Looking up {host} did not finish within {self.timeout:g} s.",
                 "The DNS server of this machine is not answering: check its resolver settings.",
+                temporary=True,
             ) from None
         except socket.gaierror as error:
             if error.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):
@@ -376,7 +410,9 @@ class _Conversation:
                     "Check smtp_host for typos.",
                 ) from None
             raise _StepFailed(
-                f"Looking up {host} failed: {error.strerror}.", "Check smtp_host and this machine's DNS."
+                f"Looking up {host} failed: {error.strerror}.",
+                "Check smtp_host and this machine's DNS.",
+                temporary=error.errno == socket.EAI_AGAIN,
             ) from None
         unique = list(dict.fromkeys(info[4][0] for info in self.addresses))
         return f"{host} → {', '.join(unique)}"
@@ -406,15 +442,23 @@ class _Conversation:
             raise _StepFailed(
                 f"{self.where} refused the connection: nothing accepts connections on port {port}.",
                 "Check smtp_port (usually 587 for StartTLS, 465 for TLS, 25 for Plain) and that the server runs.",
+                temporary=True,
             )
         if isinstance(last_error, TimeoutError):
             raise _StepFailed(
                 f"{self.where} did not accept the connection within {self.timeout:g} s.",
                 "A firewall may be dropping the traffic, or the host or port is wrong.",
+                temporary=True,
             )
         if last_error is not None and last_error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-            raise _StepFailed(f"{self.where} cannot be reached from this machine (no route to it).", "Check smtp_host.")
-        raise _StepFailed(f"Connecting to {self.where} failed: {getattr(last_error, 'strerror', None) or last_error}.")
+            raise _StepFailed(
+                f"{self.where} cannot be reached from this machine (no route to it).",
+                "Check smtp_host.",
+                temporary=True,
+            )
+        raise _StepFailed(
+            f"Connecting to {self.where} failed: {getattr(last_error, 'strerror', None) or last_error}.", temporary=True
+        )
 
     def _tls_context(self) -> ssl.SSLContext:
         ca_file = self.options.ca_file
@@ -517,6 +561,7 @@ class _Conversation:
             raise _StepFailed(
                 f"The server refused the session: {diagnosis.reply(error.code, error.message)}.",
                 "The server may not accept connections from this machine.",
+                temporary=diagnosis.is_temporary(error.code),
             ) from None
         raise _StepFailed(*diagnosis.error("ehlo", error.__cause__ or error, self.where)) from None
 
@@ -605,6 +650,7 @@ class _Conversation:
                     f"The server could not check the sign-in just now (a temporary failure): {answer}.",
                     "Try again in a few minutes: this does not mean the password is wrong. If it persists, "
                     "the server's sign-in service is down: tell its administrator.",
+                    temporary=True,
                 ) from None
             raise _StepFailed(
                 f"The server rejected the username or password ({mechanism}): {answer}.",
@@ -618,16 +664,25 @@ class _Conversation:
         return f"signed in as {self.target.username}: {diagnosis.reply(reply.code, reply.message)}"
 
     async def _mail_from(self) -> str:
-        sender = self.target.from_email
+        mail, sender = self.mail, self.mail.sender
         options: list[str] = []
-        if not (sender.isascii() and self.to.isascii()):
+        limit = self.smtp.esmtp_extensions.get("size", "")
+        if limit.isdigit() and int(limit) and len(mail.content) > int(limit):
+            raise _StepFailed(
+                f"The message is {len(mail.content)} bytes, more than the {int(limit)} bytes the server accepts "
+                "(its SIZE), so it was not sent.",
+                "Send a smaller message: attachments are the usual cause.",
+            )
+        if limit:
+            options.append(f"SIZE={len(mail.content)}")
+        if mail.international:
             if not self.smtp.supports_extension("smtputf8"):
                 raise _StepFailed(
                     "An address contains non-ASCII characters, but the server does not support "
                     "international addresses (SMTPUTF8).",
                     "Use ASCII addresses with this server.",
                 )
-            options = ["SMTPUTF8", "BODY=8BITMIME"]
+            options += ["SMTPUTF8", "BODY=8BITMIME"]
         try:
             reply = await self.smtp.mail(sender, options=options, encoding="utf-8")
         except aiosmtplib.SMTPSenderRefused as error:
@@ -635,38 +690,44 @@ class _Conversation:
                 f"The server refused the sender {sender}: {diagnosis.reply(error.code, error.message)}.",
                 diagnosis.refusal_fix(error.code, error.message, self.target.username)
                 or "Check from_email: many servers accept only addresses of the signed-in account or its domain.",
+                temporary=diagnosis.is_temporary(error.code),
             ) from None
         return f"sender {sender} accepted: {diagnosis.reply(reply.code, reply.message)}"
 
     async def _rcpt_to(self) -> str:
-        try:
-            reply = await self.smtp.rcpt(self.to, encoding="utf-8")
-        except aiosmtplib.SMTPRecipientRefused as error:
-            # Servers check the sender, the client's name and its sign-in at RCPT too: the reply
-            # says which setting it is about.
-            hint = (
-                " Without signing in, many servers deliver only to their own domains: set a username and password."
-                if not self.target.username
-                else ""
-            )
-            raise _StepFailed(
-                f"The server refused the recipient {self.to}: {diagnosis.reply(error.code, error.message)}.",
-                diagnosis.refusal_fix(error.code, error.message, self.target.username)
-                or f"Check the recipient address.{hint}",
-            ) from None
-        return f"recipient {self.to} accepted: {diagnosis.reply(reply.code, reply.message)}"
+        replies = []
+        for recipient in self.mail.recipients:
+            try:
+                reply = await self.smtp.rcpt(recipient, encoding="utf-8")
+            except aiosmtplib.SMTPRecipientRefused as error:
+                # Servers check the sender, the client's name and its sign-in at RCPT too: the reply
+                # says which setting it is about.
+                hint = (
+                    " Without signing in, many servers deliver only to their own domains: set a username and password."
+                    if not self.target.username
+                    else ""
+                )
+                raise _StepFailed(
+                    f"The server refused the recipient {recipient}: {diagnosis.reply(error.code, error.message)}.",
+                    diagnosis.refusal_fix(error.code, error.message, self.target.username)
+                    or f"Check the recipient address.{hint}",
+                    temporary=diagnosis.is_temporary(error.code),
+                ) from None
+            replies.append(f"recipient {recipient} accepted: {diagnosis.reply(reply.code, reply.message)}")
+        return "; ".join(replies)
 
     async def _data(self) -> str:
-        message = build_message(self.target, self.to)
         try:
-            reply = await self.smtp.data(message.as_bytes())
+            reply = await self.smtp.data(self.mail.content)
         except aiosmtplib.SMTPDataError as error:
             refusal = diagnosis.reply(error.code, error.message)
             raise _StepFailed(
                 f"The server refused the message: {refusal}.",
                 diagnosis.refusal_fix(error.code, error.message, self.target.username),
+                temporary=diagnosis.is_temporary(error.code),
             ) from None
-        return f"message {message['Message-ID']} accepted: {diagnosis.reply(reply.code, reply.message)}"
+        named = f"message {self.mail.message_id}" if self.mail.message_id else "message"
+        return f"{named} accepted: {diagnosis.reply(reply.code, reply.message)}"
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import diagnosis
-from .conversation import Options, Report, SmtpTarget, converse, run_in_own_loop
+from .conversation import NO_MAIL, Options, Report, SmtpTarget, converse, run_in_own_loop
 
 DEFAULT_PORTS: tuple[int, ...] = (465, 587, 25, 2525)
 MAX_PORTS = 6
@@ -241,7 +241,7 @@ class _Detect:
         )
         options = dataclasses.replace(self.options, timeout=limit)
         return await converse(
-            target, "", options, until="auth" if credentials else _PROBE_UNTIL[encryption], deadline=deadline
+            target, NO_MAIL, options, until="auth" if credentials else _PROBE_UNTIL[encryption], deadline=deadline
         )
 
     def _record(self, port: int, encryption: str, report: Report, refused: Report | None) -> None:
