@@ -13,6 +13,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import commands, crypto, operations, schema, testmail, web
 from .extensions import db
 from .instance_files import create_private_file, make_private_folder, read_or_create
+from .sending import Delivery, send_message
+
+__all__ = ["Delivery", "create_app", "send_message"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import email.policy
 import json
 import sys
 from collections.abc import Callable
+from email.errors import MissingHeaderBodySeparatorDefect
+from email.parser import BytesParser
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from cryptography.fernet import Fernet
@@ -14,7 +17,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from werkzeug.security import generate_password_hash
 
-from . import crypto, detection, operations, password_file, testmail
+from . import crypto, detection, operations, password_file, sending, testmail
 from .audit import Actor
 from .instance_files import write_private
 from .operations import SettingsError
@@ -226,6 +229,66 @@ def detect_command(host: str, username: str | None, password_stdin: bool, ports:
     if found.recommended is None:
         raise click.exceptions.Exit(1)
     click.echo(json.dumps(found.recommended, indent=2, sort_keys=True))
+
+
+# sendmail's exit statuses (sysexits.h), as programs that call sendmail expect them.
+EX_OK, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_CONFIG = 0, 65, 69, 75, 78
+
+
+@email_settings.command("sendmail", context_settings={"ignore_unknown_options": False})
+@click.option("-t", "from_headers", is_flag=True, help="take the recipients from To, Cc and Bcc (Bcc is removed)")
+@click.option("-f", "envelope_sender", metavar="ADDR", help="the envelope sender (default: from_email)")
+@click.option(
+    "-i", "ignore_dots", is_flag=True, hidden=True, help="accepted for compatibility: a lone dot never ends input"
+)
+@click.option("-o", "sendmail_options", multiple=True, hidden=True, help="sendmail's -oX options, accepted and ignored")
+@click.argument("recipients", nargs=-1)
+def sendmail_command(
+    from_headers: bool,
+    envelope_sender: str | None,
+    ignore_dots: bool,
+    sendmail_options: tuple[str, ...],
+    recipients: tuple[str, ...],
+) -> None:
+    """Send the RFC 5322 message on standard input through the stored settings (a sendmail-compatible
+    subset). Exit 0 when accepted, 75 on a temporary failure, 69 on a permanent one, 65 for a message
+    that cannot be sent as given, 78 when the settings are incomplete."""
+    data = click.get_binary_stream("stdin").read()
+    message = BytesParser(policy=email.policy.default).parsebytes(data)
+    if (
+        not data.strip()
+        or not message.keys()
+        or any(isinstance(defect, MissingHeaderBodySeparatorDefect) for defect in message.defects)
+    ):
+        _exit(EX_DATAERR, "The message on standard input cannot be parsed as an email (RFC 5322): nothing was sent.")
+    try:
+        delivery = sending.deliver(
+            message,  # type: ignore[arg-type]
+            recipients,
+            take_recipients_from_headers=from_headers,
+            envelope_sender=envelope_sender,
+            surface="sendmail",
+        )
+    except sending.UnusableMessageError as problem:
+        _exit(EX_DATAERR, f"The message was not sent: {problem}.")
+    if delivery.configuration_problem:
+        _exit(EX_CONFIG, delivery.message)
+    if not delivery.sent:
+        _exit(EX_TEMPFAIL if delivery.temporary else EX_UNAVAILABLE, delivery.message)
+
+
+def _exit(status: int, reason: str) -> NoReturn:
+    click.echo(reason, err=True)
+    raise click.exceptions.Exit(status)
+
+
+def sendmail_main() -> None:
+    """The ``settings-ui-sendmail`` console script: sendmail for programs that call one."""
+    from . import create_app
+
+    app = create_app()
+    with app.app_context():
+        sendmail_command.main(prog_name="settings-ui-sendmail")
 
 
 PASSPHRASE_MIN_LENGTH = 12

@@ -80,3 +80,42 @@ class AdminSession(db.Model):
     password_fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float, index=True)
     """Seconds since the epoch, like ``LoginFailure.last_at``."""
+
+
+class Delivery(db.Model):
+    """One message handed to the SMTP server (a test, sendmail, the Python API) and what became of it.
+
+    Never the message, its subject, its recipients' addresses or a credential: how many recipients,
+    the outcome, and on failure the step and the diagnosis (with recipients' addresses taken out).
+    """
+
+    __tablename__ = "delivery"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    surface: Mapped[str] = mapped_column(String(16))
+    recipients: Mapped[int] = mapped_column(Integer)
+    sent: Mapped[bool] = mapped_column(Boolean)
+    temporary: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_step: Mapped[str] = mapped_column(String(16), default="")
+    cause: Mapped[str] = mapped_column(Text, default="")
+    fix: Mapped[str] = mapped_column(Text, default="")
+    server: Mapped[str] = mapped_column(String(300))
+    elapsed_ms: Mapped[int] = mapped_column(Integer)
+
+
+class DeliveryTotal(db.Model):
+    """Running totals of deliveries for monitoring, kept when old deliveries are pruned.
+
+    Per surface, outcome and failed step, the row with ``le_ms`` 0 counts them and sums their time;
+    the rows with ``le_ms`` above 0 (or -1 for +Inf) count those that took at most that long.
+    """
+
+    __tablename__ = "delivery_total"
+
+    surface: Mapped[str] = mapped_column(String(16), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    failed_step: Mapped[str] = mapped_column(String(16), primary_key=True)
+    le_ms: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    sum_ms: Mapped[int] = mapped_column(Integer, default=0)

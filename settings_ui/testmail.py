@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from . import audit, crypto, operations, password_file, rules, smtp
+from . import audit, crypto, deliveries, operations, password_file, rules, smtp
 from .audit import SYSTEM, Actor
 from .operations import KEEP, SettingsError
 
@@ -91,6 +91,8 @@ def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report
     target = resolve_target(draft)
     with smtp_slot():
         report = smtp.send(target, to, smtp_options(), dry_run=dry_run)
+    if not dry_run:
+        deliveries.record("test", report, [to], target.smtp_host, target.smtp_port)
     where = f"to {to} via {smtp.host_port(target.smtp_host, target.smtp_port)} ({target.encryption})"
     if report.sent:
         audit.record("test email sent", actor, where)

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from .. import detection, operations, testmail
+from .. import deliveries, detection, operations, testmail
 from ..operations import BusySettingsError, SettingsError, StaleSettingsError
 from ..testmail import TooManyTestsError
 from .auth import actor
@@ -145,3 +145,9 @@ def test() -> Response:
 @bp.post("/detect")
 def detect() -> Response:
     return success_response(detection.detect(read_params(), actor=actor()).as_dict())
+
+
+@bp.post("/status")
+def status() -> Response:
+    _no_params()
+    return success_response(deliveries.status().as_dict())

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from .. import fields, rules
+from ..deliveries import SURFACES
 from ..smtp.detect import DEFAULT_PORTS, MAX_PORTS
 
 bp = Blueprint("openapi", __name__)
@@ -284,6 +285,41 @@ def document() -> dict[str, Any]:
             "content": {"application/json": {"schema": _envelope(detect_result)}},
         }
     )
+    delivery = {
+        "oneOf": [
+            {"type": "null"},
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["at", "surface", "server", "failed_step", "cause", "fix"],
+                "properties": {
+                    "at": {"type": "string", "format": "date-time"},
+                    "surface": {"enum": list(SURFACES)},
+                    "server": {"type": "string"},
+                    "failed_step": {"type": ["string", "null"]},
+                    "cause": {"type": "string", "description": "the diagnosis (recipients' addresses left out)"},
+                    "fix": {"type": "string"},
+                },
+            },
+        ]
+    }
+    status_result = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["last_success", "last_failure", "sent_24h", "failed_24h", "failing_since"],
+        "properties": {
+            "last_success": delivery,
+            "last_failure": delivery,
+            "sent_24h": {"type": "integer", "minimum": 0},
+            "failed_24h": {"type": "integer", "minimum": 0},
+            "failing_since": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "set while the last real delivery (not a test) failed after the last success: "
+                "when that run of failures began",
+            },
+        },
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -329,6 +365,19 @@ def document() -> dict[str, Any]:
                     "summary": "Send one real test email through the stored settings or a draft",
                     "requestBody": _request(test_params),
                     "responses": test_responses,
+                }
+            },
+            "/email-settings/status": {
+                "post": {
+                    "operationId": "status",
+                    "summary": "Whether mail is flowing: the last success and failure, the last 24 hours",
+                    "requestBody": no_params,
+                    "responses": _responses(
+                        {
+                            "description": "the figures of the page's Mail delivery panel",
+                            "content": {"application/json": {"schema": _envelope(status_result)}},
+                        }
+                    ),
                 }
             },
             "/email-settings/detect": {

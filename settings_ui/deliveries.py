@@ -1,0 +1,184 @@
+"""The record of deliveries: what happened to each message sent, for the page's panel and for monitoring.
+
+Each send (a test email, sendmail, the Python API) is one row: when, from which surface, how
+many recipients, the outcome, the failed step and its diagnosis, the server and the time taken.
+Never the message, its subject, its recipients' addresses or a credential. Rows older than 30
+days, or past the newest 10,000, are pruned on write; running totals for /metrics are kept apart,
+so that pruning never makes a counter go down.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, true, update
+from sqlalchemy.exc import IntegrityError
+
+from .audit import as_utc
+from .extensions import db
+from .models import Delivery, DeliveryTotal
+from .smtp import Report, host_port
+
+SURFACES = ("test", "sendmail", "python")
+KEEP_DAYS = 30
+KEEP_ROWS = 10_000
+BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10_000, 30_000)
+"""The delivery-time histogram's upper bounds, in milliseconds (then +Inf)."""
+_INFINITY = -1
+_COUNT_ROW = 0
+
+_DELIVERY = Delivery.__table__
+_TOTAL = DeliveryTotal.__table__
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One delivery as the panel shows it."""
+
+    at: datetime
+    surface: str
+    sent: bool
+    failed_step: str
+    cause: str
+    fix: str
+    server: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """The panel's figures: the last success and failure, the last 24 hours, and whether mail is failing."""
+
+    last_success: Outcome | None
+    last_failure: Outcome | None
+    sent_24h: int
+    failed_24h: int
+    failing_since: datetime | None
+    """When real mail (not a test) started failing: set while the last real delivery failed after
+    the last success."""
+
+    def as_dict(self) -> dict[str, Any]:
+        def outcome(entry: Outcome | None) -> dict[str, Any] | None:
+            if entry is None:
+                return None
+            return {
+                "at": entry.at.isoformat(),
+                "surface": entry.surface,
+                "server": entry.server,
+                "failed_step": entry.failed_step or None,
+                "cause": entry.cause,
+                "fix": entry.fix,
+            }
+
+        return {
+            "last_success": outcome(self.last_success),
+            "last_failure": outcome(self.last_failure),
+            "sent_24h": self.sent_24h,
+            "failed_24h": self.failed_24h,
+            "failing_since": self.failing_since.isoformat() if self.failing_since else None,
+        }
+
+
+def record(surface: str, report: Report, recipients: Iterable[str], smtp_host: str, smtp_port: int) -> None:
+    """Record what became of one message, with every recipient's address taken out of the diagnosis."""
+    addresses = list(recipients)
+    now = datetime.now(UTC)
+    outcome = "sent" if report.sent else "failed"
+    failed_step = "" if report.sent else report.failed_step or ""
+    with db.engine.begin() as connection:
+        connection.execute(
+            insert(_DELIVERY).values(
+                at=now,
+                surface=surface,
+                recipients=len(addresses),
+                sent=report.sent,
+                temporary=report.temporary,
+                failed_step=failed_step,
+                cause="" if report.sent else _without(addresses, report.cause),
+                fix="" if report.sent else _without(addresses, report.fix),
+                server=host_port(smtp_host, smtp_port),
+                elapsed_ms=report.elapsed_ms,
+            )
+        )
+        key = {"surface": surface, "outcome": outcome, "failed_step": failed_step}
+        _add(connection, key | {"le_ms": _COUNT_ROW}, report.elapsed_ms)
+        for bound in (*(b for b in BUCKETS_MS if report.elapsed_ms <= b), _INFINITY):
+            _add(connection, key | {"le_ms": bound}, report.elapsed_ms)
+        _prune(connection, now)
+
+
+def _without(addresses: list[str], text: str) -> str:
+    for address in addresses:
+        text = re.sub(re.escape(address), "(a recipient)", text, flags=re.IGNORECASE)
+    return text
+
+
+def _add(connection: Connection, key: dict[str, Any], elapsed_ms: int) -> None:
+    """Add one delivery to a running total, creating it the first time (another process may race us)."""
+    where = [_TOTAL.c[name] == value for name, value in key.items()]
+    increment = update(_TOTAL).where(*where).values(count=_TOTAL.c.count + 1, sum_ms=_TOTAL.c.sum_ms + elapsed_ms)
+    if connection.execute(increment).rowcount:
+        return
+    try:
+        with connection.begin_nested():
+            connection.execute(insert(_TOTAL).values(**key, count=1, sum_ms=elapsed_ms))
+    except IntegrityError:  # created meanwhile by another writer: add to theirs
+        connection.execute(increment)
+
+
+def _prune(connection: Connection, now: datetime) -> None:
+    connection.execute(delete(_DELIVERY).where(_DELIVERY.c.at < now - timedelta(days=KEEP_DAYS)))
+    cutoff = connection.execute(
+        select(_DELIVERY.c.id).order_by(_DELIVERY.c.id.desc()).offset(KEEP_ROWS).limit(1)
+    ).scalar()
+    if cutoff is not None:
+        connection.execute(delete(_DELIVERY).where(_DELIVERY.c.id <= cutoff))
+
+
+def status() -> Status:
+    """The figures of the "Mail delivery" panel."""
+    now = datetime.now(UTC)
+    with db.engine.connect() as connection:
+        last_success = _last(connection, _DELIVERY.c.sent.is_(True))
+        last_failure = _last(connection, _DELIVERY.c.sent.is_(False))
+        counts = dict(
+            connection.execute(
+                select(_DELIVERY.c.sent, func.count())
+                .where(_DELIVERY.c.at >= now - timedelta(hours=24))
+                .group_by(_DELIVERY.c.sent)
+            ).all()
+        )
+        real = _DELIVERY.c.surface != "test"
+        last_real = _last(connection, real)
+        failing_since = None
+        if last_real is not None and not last_real.sent:
+            since = (_DELIVERY.c.at > last_success.at) if last_success else true()
+            first = connection.execute(
+                select(func.min(_DELIVERY.c.at)).where(real, _DELIVERY.c.sent.is_(False), since)
+            ).scalar()
+            failing_since = as_utc(first) if first else None
+    return Status(last_success, last_failure, counts.get(True, 0), counts.get(False, 0), failing_since)
+
+
+def _last(connection: Connection, condition: Any) -> Outcome | None:
+    row = (
+        connection.execute(
+            select(_DELIVERY).where(condition).order_by(_DELIVERY.c.at.desc(), _DELIVERY.c.id.desc()).limit(1)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    return Outcome(
+        as_utc(row["at"]), row["surface"], row["sent"], row["failed_step"], row["cause"], row["fix"], row["server"]
+    )
+
+
+def totals() -> list[dict[str, Any]]:
+    """Every running total, for /metrics."""
+    with db.engine.connect() as connection:
+        return [dict(row) for row in connection.execute(select(_TOTAL)).mappings()]

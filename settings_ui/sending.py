@@ -1,0 +1,114 @@
+"""Sending the product's mail through the stored settings: the Python API and sendmail's engine.
+
+The same conversation as the test email: its TLS rules, pin, password file, time bound, one
+AUTH attempt and diagnosis. The password is had the test's way (:func:`testmail.resolve_target`),
+so it goes only where the stored settings point. Each send is recorded in the deliveries.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP, SMTPUTF8
+from email.utils import format_datetime, getaddresses, make_msgid
+from typing import Any
+
+from flask import Flask, current_app
+
+from . import deliveries, rules, smtp, testmail
+from .operations import SettingsError
+from .smtp.conversation import Step
+
+
+class UnusableMessageError(ValueError):
+    """The message cannot be sent as given (no recipient, an invalid address): nothing was tried."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What became of one message: ``sent``, or why not and whether trying again later may help."""
+
+    sent: bool
+    message: str
+    """The outcome in the test's words: which step failed, why, what to change."""
+    temporary: bool = False
+    steps: list[Step] = field(default_factory=list)
+    elapsed_ms: int = 0
+    configuration_problem: bool = False
+    """The settings are incomplete or unusable: nothing was tried."""
+
+    @property
+    def failed_step(self) -> str | None:
+        return next((step.name for step in self.steps if not step.ok), None)
+
+
+def send_message(message: EmailMessage, *, app: Flask | None = None) -> Delivery:
+    """Send ``message`` through the stored email settings; never raises for an SMTP problem.
+
+    The recipients are its To, Cc and Bcc (Bcc is not sent along). A missing From gets the
+    settings' ``from_email``; a missing Date or Message-ID is added. ``app`` is the settings-ui
+    app to use when no application context is active.
+    """
+    if app is not None:
+        with app.app_context():
+            return send_message(message)
+    try:
+        return deliver(message, [], take_recipients_from_headers=True, surface="python")
+    except UnusableMessageError as problem:
+        return Delivery(False, f"The message was not sent: {problem}")
+
+
+def deliver(
+    message: EmailMessage,
+    recipients: Sequence[str],
+    *,
+    take_recipients_from_headers: bool,
+    envelope_sender: str | None = None,
+    surface: str,
+) -> Delivery:
+    """Complete ``message`` (From, Date, Message-ID), send it to ``recipients`` (and, if asked, those of
+    its To, Cc and Bcc headers, Bcc then removed) and record the outcome.
+
+    Raises :class:`UnusableMessageError` when there is no recipient or an address is invalid.
+    """
+    try:
+        target = testmail.resolve_target({})
+    except SettingsError as problem:
+        reason = f"The email settings cannot send mail yet: {problem.message}"
+        return Delivery(False, reason, configuration_problem=True)
+    addresses = [_address(value) for value in recipients]
+    if take_recipients_from_headers:
+        headers = [value for name in ("To", "Cc", "Bcc") for value in message.get_all(name, [])]
+        addresses += [_address(address) for _name, address in getaddresses([str(value) for value in headers])]
+        del message["Bcc"]
+    addresses = list(dict.fromkeys(addresses))
+    if not addresses:
+        raise UnusableMessageError("it has no recipient (give one, or use -t with To, Cc or Bcc headers)")
+    sender = _address(envelope_sender) if envelope_sender else target.from_email
+    _complete(message, target.from_email)
+    international = not all(address.isascii() for address in (sender, *addresses))
+    content = message.as_bytes(policy=SMTPUTF8 if international else SMTP)
+    mail = smtp.Mail(sender, tuple(addresses), content, str(message["Message-ID"]))
+    report = smtp.deliver(target, mail, testmail.smtp_options())
+    deliveries.record(surface, report, addresses, target.smtp_host, target.smtp_port)
+    return Delivery(report.sent, report.message, report.temporary, report.steps, report.elapsed_ms)
+
+
+def _address(value: Any) -> str:
+    try:
+        return rules.normalize_email(str(value))
+    except ValueError as problem:
+        raise UnusableMessageError(f"the address {str(value)!r} {problem}") from None
+
+
+def _complete(message: EmailMessage, from_email: str) -> None:
+    if message["From"] is None:
+        message["From"] = from_email
+    if message["Date"] is None:
+        message["Date"] = format_datetime(datetime.now(UTC))
+    if message["Message-ID"] is None:
+        domain = from_email.rpartition("@")[2] or current_app.config.get("SMTP_EHLO_NAME") or socket.getfqdn()
+        message["Message-ID"] = make_msgid(domain=domain)

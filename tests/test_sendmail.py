@@ -1,0 +1,188 @@
+"""The sendmail command as another program runs it: a subprocess, a message on standard input,
+an exit status. Against aiosmtpd servers that record what arrived."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from settings_ui.extensions import db
+
+from .conftest import make_app
+from .helpers import EXAMPLE_PASSWORD, call
+from .processes import PROJECT
+from .smtp_servers import Authenticator, Certificates, RecordingHandler, free_port, smtp_server
+
+SENDER = "noreply@example.com"
+MESSAGE = b"""\
+Subject: Quarterly report
+To: Alice <alice@example.net>
+Cc: bob@example.net
+Bcc: carol@example.net
+
+Hello.
+"""
+
+
+@pytest.fixture
+def app(tmp_path: Path, certificates: Certificates) -> Flask:
+    return make_app(tmp_path, SMTP_TIMEOUT=3, SMTP_CA_FILE=str(certificates.ca_file))
+
+
+def configure(app: Flask, port: int, **overrides: Any) -> None:
+    params = {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "Plain", "from_email": SENDER}
+    response = call(app.test_client(), "edit", params | overrides)
+    assert response.status_code == 200, response.get_json()
+
+
+def sendmail(
+    app: Flask, *args: str, message: bytes = MESSAGE, command: list[str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run sendmail in its own process on the app's database, as a product would."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
+    environment |= {
+        "SETTINGS_UI_INSTANCE_PATH": app.instance_path,
+        "SETTINGS_UI_SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
+        "SETTINGS_UI_SMTP_TIMEOUT": "3",
+        "SETTINGS_UI_SMTP_CA_FILE": app.config["SMTP_CA_FILE"],
+    }
+    flask = [sys.executable, "-m", "flask", "--app", "app", "email-settings", "sendmail"]
+    return subprocess.run(
+        [*(command or flask), *args], input=message, capture_output=True, cwd=PROJECT, env=environment, timeout=60
+    )
+
+
+def test_t_takes_to_cc_and_bcc_and_strips_bcc_and_fills_from_date_and_message_id(app: Flask) -> None:
+    with smtp_server() as (port, handler):
+        configure(app, port)
+        result = sendmail(app, "-t", "-i")
+    assert result.returncode == 0, result.stderr
+    [received] = handler.received
+    assert sorted(received.rcpt_tos) == ["alice@example.net", "bob@example.net", "carol@example.net"]
+    assert received.mail_from == SENDER
+    delivered = received.message
+    assert delivered["Bcc"] is None and b"carol" not in received.message.as_bytes()
+    assert delivered["From"] == SENDER and delivered["Date"] and delivered["Message-ID"]
+    assert delivered["Subject"] == "Quarterly report" and "Hello." in delivered.get_content()
+
+
+def test_recipients_on_the_command_line_and_an_envelope_sender(app: Flask) -> None:
+    with smtp_server() as (port, handler):
+        configure(app, port)
+        result = sendmail(app, "-f", "bounces@example.com", "dave@example.net")
+    assert result.returncode == 0, result.stderr
+    [received] = handler.received
+    assert received.rcpt_tos == ["dave@example.net"] and received.mail_from == "bounces@example.com"
+    assert received.message["From"] == SENDER  # filled in: the message had none
+
+
+def test_the_console_script_is_the_same_sendmail(app: Flask) -> None:
+    script = Path(sys.executable).parent / "settings-ui-sendmail"
+    with smtp_server() as (port, handler):
+        configure(app, port)
+        result = sendmail(app, "erin@example.net", command=[str(script)])
+    assert result.returncode == 0, result.stderr
+    assert handler.received[0].rcpt_tos == ["erin@example.net"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [("451 4.3.0 Try again later", 75), ("550 5.1.1 User unknown", 69)],
+    ids=["temporary-451", "permanent-550"],
+)
+def test_a_refusal_exits_75_when_temporary_and_69_when_permanent(app: Flask, reply: str, status: int) -> None:
+    with smtp_server(RecordingHandler(recipient_reply=reply)) as (port, handler):
+        configure(app, port)
+        result = sendmail(app, "frank@example.net")
+    assert result.returncode == status
+    stderr = result.stderr.decode()
+    assert "the rcpt_to step failed" in stderr and reply.split()[0] in stderr
+    assert handler.received == []
+
+
+def test_a_server_that_is_not_there_is_temporary(app: Flask) -> None:
+    configure(app, free_port())
+    result = sendmail(app, "grace@example.net")
+    assert result.returncode == 75 and b"refused the connection" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("message", "args"),
+    [
+        (b"", ()),
+        (b"no header here, just words\n", ("heidi@example.net",)),
+        (MESSAGE, ()),
+        (MESSAGE, ("not-an-address",)),
+    ],
+    ids=["empty", "not-a-message", "no-recipient", "bad-recipient"],
+)
+def test_a_message_that_cannot_be_sent_as_given_exits_65(app: Flask, message: bytes, args: tuple[str, ...]) -> None:
+    with smtp_server() as (port, handler):
+        configure(app, port)
+        result = sendmail(app, *args, message=message)
+    assert result.returncode == 65, result.stderr
+    assert b"not sent" in result.stderr or b"cannot be parsed" in result.stderr
+    assert handler.connections == 0
+
+
+def test_incomplete_settings_exit_78(app: Flask) -> None:
+    result = sendmail(app, "ivan@example.net")
+    assert result.returncode == 78
+    assert b"smtp_host is required" in result.stderr
+
+
+def test_a_message_over_the_server_size_is_refused_before_data(app: Flask) -> None:
+    with smtp_server() as (port, handler):  # aiosmtpd announces SIZE 33554432
+        configure(app, port)
+        big = MESSAGE + b"x" * 33_554_432
+        result = sendmail(app, "judy@example.net", message=big)
+    assert result.returncode == 69
+    assert b"more than the 33554432 bytes the server accepts" in result.stderr
+    assert handler.received == [] and handler.accepted_recipients == []  # refused before MAIL FROM
+
+
+def test_sendmail_signs_in_with_the_stored_password_over_starttls(app: Flask, certificates: Certificates) -> None:
+    auth = Authenticator("mailer", EXAMPLE_PASSWORD)
+    with smtp_server(starttls=certificates.server, authenticator=auth, auth_require_tls=True) as (port, handler):
+        configure(app, port, encryption="StartTLS", username="mailer", password=EXAMPLE_PASSWORD)
+        result = sendmail(app, "kim@example.net")
+    assert result.returncode == 0, result.stderr
+    assert handler.received[0].tls and handler.received[0].authenticated_as == "mailer"
+    assert EXAMPLE_PASSWORD.encode() not in result.stdout + result.stderr
+
+
+def test_the_database_keeps_no_recipient_subject_or_password_after_sends(app: Flask, tmp_path: Path) -> None:
+    with smtp_server(RecordingHandler(recipient_reply="550 5.1.1 <liam@example.net>: unknown")) as (port, _):
+        configure(app, port, username="", password="")
+        sendmail(app, "liam@example.net")
+    with smtp_server() as (port, _):
+        configure(app, port)
+        assert sendmail(app, "-t").returncode == 0
+    with app.app_context():
+        db.engine.dispose()  # everything on disk, WAL included
+    stored = b"".join(path.read_bytes() for path in tmp_path.glob("settings.db*"))
+    for secret in [b"liam@example.net", b"alice@example.net", b"carol@example.net", b"Quarterly report"]:
+        assert secret not in stored, secret
+    assert b"(a recipient)" in stored  # the refusal is kept, without the address
+
+
+def test_each_send_is_recorded_and_the_status_call_shows_it(app: Flask) -> None:
+    with smtp_server() as (port, _):
+        configure(app, port)
+        assert sendmail(app, "mia@example.net").returncode == 0
+    configure(app, free_port())
+    assert sendmail(app, "mia@example.net").returncode == 75
+    status = call(app.test_client(), "status").get_json()["result"]
+    assert status["sent_24h"] == 1 and status["failed_24h"] == 1
+    assert status["last_failure"]["failed_step"] == "connect" and status["last_failure"]["surface"] == "sendmail"
+    assert status["failing_since"] is not None
+    assert "mia@example.net" not in str(status)
+    parsed = message_from_bytes(MESSAGE, policy=policy.default)
+    assert parsed["Subject"] not in str(status)
