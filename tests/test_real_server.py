@@ -339,3 +339,69 @@ def test_a_pin_for_another_certificate_is_refused_before_the_password_is_sent(cl
     assert [step["name"] for step in error["steps"]][-1] == "tls"
     time.sleep(0.5)
     assert failed_logins() == before
+
+
+# --- Sending the product's mail ----------------------------------------------------------------------
+
+REAL_MESSAGE = b"""\
+Subject: Sent with sendmail through Postfix
+To: inbox@mail.test
+Bcc: Hidden <inbox@mail.test>
+
+Through the stored settings.
+"""
+
+
+def _store_submission_settings(app: Flask) -> None:
+    params = {"smtp_host": HOST, "smtp_port": SUBMISSION_PORT, "encryption": "StartTLS", "from_email": SENDER}
+    params |= {"username": USERNAME, "password": PASSWORD}
+    assert call(app.test_client(), "edit", params).status_code == 200
+
+
+def test_sendmail_through_postfix_delivers_without_bcc(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from .processes import PROJECT
+
+    app = app_for(tmp_path)
+    _store_submission_settings(app)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
+    environment |= {
+        "SETTINGS_UI_INSTANCE_PATH": app.instance_path,
+        "SETTINGS_UI_SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
+        "SETTINGS_UI_SMTP_CA_FILE": str(CA_FILE),
+    }
+    message_id = f"<sendmail-{time.time_ns()}@mail.test>"
+    content = REAL_MESSAGE.replace(b"Subject:", f"Message-ID: {message_id}\nSubject:".encode(), 1)
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "email-settings", "sendmail", "-t"],
+        input=content,
+        capture_output=True,
+        cwd=PROJECT,
+        env=environment,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    landed = delivered(message_id)
+    assert b"Subject: Sent with sendmail through Postfix" in landed
+    assert b"Bcc:" not in landed and b"Hidden" not in landed
+    assert f"From: {SENDER}".encode() in landed and b"\nDate: " in landed
+
+
+def test_the_python_api_through_postfix(tmp_path: Path) -> None:
+    from email.message import EmailMessage
+
+    import settings_ui
+
+    app = app_for(tmp_path)
+    _store_submission_settings(app)
+    message = EmailMessage()
+    message["To"] = INBOX
+    message["Subject"] = "Sent with send_message through Postfix"
+    message["Message-ID"] = message_id = f"<python-{time.time_ns()}@mail.test>"
+    message.set_content("From a product that embeds settings-ui.")
+    delivery = settings_ui.send_message(message, app=app)
+    assert delivery.sent, delivery.message
+    assert b"Subject: Sent with send_message through Postfix" in delivered(message_id)
