@@ -11,7 +11,7 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 from werkzeug.wrappers import Response
 
-from .. import detection, fields, operations, password_file, rules, testmail
+from .. import deliveries, detection, fields, operations, password_file, rules, testmail
 from ..operations import Settings, SettingsError, StaleSettingsError
 from ..smtp.detect import DEFAULT_PORTS
 from ..testmail import TooManyTestsError
@@ -31,6 +31,17 @@ def in_page_words(context: Context, text: str) -> str:
     if form is None:
         return text
     return _PARAMETER_NAME.sub(lambda found: f"“{form[found.group(1)].label.text}”", text)
+
+
+@bp.app_template_filter("ago")
+def ago(moment: datetime) -> str:
+    """How long ago ``moment`` was, in words ("5 minutes ago")."""
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "just now"
 
 
 def _form_data(settings: Settings) -> dict[str, Any]:
@@ -64,6 +75,7 @@ def _render(
         problem=problem,
         password_problem=state.password_problem,
         password_file=password_file.configured(),
+        delivery=deliveries.status(),
         password_file_problem=password_file.problem(),
         events=state.changes,
         sign_ins=state.sign_ins,
