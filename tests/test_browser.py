@@ -406,6 +406,38 @@ def test_trust_this_certificate_end_to_end(site: LiveServer, site_app: Flask, ta
     assert EXAMPLE_PASSWORD not in page.content()
 
 
+def test_the_mail_delivery_panel_after_a_success_and_a_failure(
+    site: LiveServer, site_app: Flask, tab_factory: Any
+) -> None:
+    from email.message import EmailMessage
+
+    import settings_ui
+
+    def send() -> bool:
+        message = EmailMessage()
+        message["To"] = "customer@example.net"
+        message.set_content("Hello.")
+        return settings_ui.send_message(message, app=site_app).sent
+
+    with smtp_server() as (port, _):
+        page = tab_factory(site.url).page
+        fill_settings(page, port=port, encryption="Plain", host="127.0.0.1")
+        save(page)
+        assert send()
+    fill_settings(page, port=free_port(), encryption="Plain", host="127.0.0.1")
+    save(page)
+    assert not send()
+    for width in (1100, 375):
+        narrow = tab_factory(site.url, viewport={"width": width, "height": 800}).page
+        narrow.goto("/")
+        alert = narrow.get_by_role("alert").filter(has_text="Mail is failing since")
+        assert alert.is_visible() and "refused the connection" in alert.inner_text()
+        assert "just now" in narrow.locator("#delivery-last-success").inner_text()
+        assert "1 sent, 1 failed" in narrow.locator("#delivery-counts").inner_text()
+        assert narrow.evaluate("document.documentElement.scrollWidth") <= width
+        assert _serious_violations(narrow) == []
+
+
 # --- Clear, login --------------------------------------------------------------------------------
 
 
