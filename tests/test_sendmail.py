@@ -186,3 +186,6 @@ def test_each_send_is_recorded_and_the_status_call_shows_it(app: Flask) -> None:
     assert "mia@example.net" not in str(status)
     parsed = message_from_bytes(MESSAGE, policy=policy.default)
     assert parsed["Subject"] not in str(status)
+    # Another process's sends are in this app's metrics: they are counted in the database.
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'settings_ui_deliveries_total{failed_step="",outcome="sent",surface="sendmail"} 1.0' in metrics

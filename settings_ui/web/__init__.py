@@ -13,7 +13,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from ..extensions import csrf
-from . import api, auth, headers, health, openapi, pages
+from . import api, auth, headers, health, metrics, openapi, pages
 from .envelope import http_error, is_api_path
 
 _CSRF_MESSAGE = (
@@ -23,6 +23,7 @@ _CSRF_MESSAGE = (
 
 
 def init_app(app: Flask) -> None:
+    metrics.init_app(app)  # first: its clock starts before anything else runs
     headers.init_app(app)  # first: a request for another host name or from another site runs nothing
     auth.init_app(app)  # before CSRF, so an unauthorised client learns nothing else first
     csrf.init_app(app)

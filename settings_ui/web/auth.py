@@ -57,6 +57,8 @@ login_manager = LoginManager()
 PUBLIC_ENDPOINTS = {"auth.login", "static", "openapi.openapi_json"}
 # Endpoints every client may use, even in loopback-only mode: load balancers probe from afar.
 OPEN_ENDPOINTS = {"health.healthz"}
+# Endpoints outside the API that, like it, take HTTP Basic credentials: a scraper has no session.
+BASIC_ENDPOINTS = {"metrics.metrics"}
 
 
 @dataclass
@@ -283,7 +285,7 @@ def _guard() -> Response | None:
     if current_user.is_authenticated:
         g.actor = Actor(current_user.username, address)
         return None
-    if is_api_path(request.path):
+    if is_api_path(request.path) or request.endpoint in BASIC_ENDPOINTS:
         auth = request.authorization
         if auth is None or auth.type != "basic":
             raise Unauthorized("Credentials are missing: send HTTP Basic credentials of the admin account.")
