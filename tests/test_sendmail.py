@@ -162,13 +162,15 @@ def test_the_database_keeps_no_recipient_subject_or_password_after_sends(app: Fl
     with smtp_server(RecordingHandler(recipient_reply="550 5.1.1 <liam@example.net>: unknown")) as (port, _):
         configure(app, port, username="", password="")
         sendmail(app, "liam@example.net")
-    with smtp_server() as (port, _):
-        configure(app, port)
+    with smtp_server(authenticator=Authenticator("mailer", EXAMPLE_PASSWORD)) as (port, _):
+        configure(app, port, username="mailer", password=EXAMPLE_PASSWORD)
         assert sendmail(app, "-t").returncode == 0
     with app.app_context():
         db.engine.dispose()  # everything on disk, WAL included
     stored = b"".join(path.read_bytes() for path in tmp_path.glob("settings.db*"))
-    for secret in [b"liam@example.net", b"alice@example.net", b"carol@example.net", b"Quarterly report"]:
+    assert stored  # the database is there to be searched
+    sent = [b"liam@example.net", b"alice@example.net", b"carol@example.net", b"Quarterly report"]
+    for secret in [*sent, EXAMPLE_PASSWORD.encode()]:
         assert secret not in stored, secret
     assert b"(a recipient)" in stored  # the refusal is kept, without the address
 
