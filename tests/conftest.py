@@ -96,7 +96,8 @@ def database_url(kind: str, tmp_path: Path) -> str:
 
     engine = create_engine(url)
     with engine.begin() as connection:
-        tables = "audit_event, email_settings, login_failure, admin_session, alembic_version"
+        # Every table of the models (so a new one is never left behind), and the migrations' own.
+        tables = ", ".join([*(table.name for table in db.metadata.sorted_tables), "alembic_version"])
         connection.execute(text(f"DROP TABLE IF EXISTS {tables} CASCADE"))
     engine.dispose()
     return url
