@@ -17,7 +17,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from werkzeug.security import generate_password_hash
 
-from . import crypto, detection, operations, password_file, sending, testmail
+from . import crypto, detection, fields, operations, password_file, sending, testmail
 from .audit import Actor
 from .instance_files import write_private
 from .operations import SettingsError
@@ -294,8 +294,31 @@ def sendmail_main() -> None:
 PASSPHRASE_MIN_LENGTH = 12
 
 
+_SAID = {"password": "password", "oauth2_client_secret": "OAuth 2.0 client secret"}
+
+
+def _stored_secrets() -> dict[str, str]:
+    """The stored password and client secret in clear (the password only when it is not in SMTP_PASSWORD_FILE)."""
+    secrets = {}
+    for name in fields.SECRETS:
+        if name == "password" and password_file.configured() is not None:
+            click.echo(f"No password exported: {password_file.MANAGED_OUTSIDE}.", err=True)
+            continue
+        try:
+            secret = operations.stored_secret(name)
+        except crypto.UndecryptablePasswordError as error:
+            raise click.ClickException(str(error)) from None
+        if secret is not None:
+            secrets[name] = secret
+    return secrets
+
+
 @email_settings.command("export")
-@click.option("--with-password", is_flag=True, help="include the password, encrypted with a passphrase you choose")
+@click.option(
+    "--with-password",
+    is_flag=True,
+    help="include the password and the OAuth 2.0 client secret, encrypted with a passphrase you choose",
+)
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
@@ -306,23 +329,21 @@ def export_command(with_password: bool, output: Path) -> None:
     """Write the settings as JSON, for a backup or to move them to another installation."""
     settings = operations.show()
     document: dict[str, Any] = {"format": EXPORT_FORMAT, "settings": settings.public()}
-    if with_password and password_file.configured() is not None:
-        click.echo(f"No password exported: {password_file.MANAGED_OUTSIDE}.", err=True)
-    elif with_password:
-        try:
-            password = operations.stored_password()
-        except crypto.UndecryptablePasswordError as error:
-            raise click.ClickException(str(error)) from None
-        if password is not None:
+    if with_password:
+        secrets = _stored_secrets()
+        if secrets:
             passphrase = read_secret(
-                f"Passphrase to encrypt the password with (at least {PASSPHRASE_MIN_LENGTH} characters)", confirm=True
+                f"Passphrase to encrypt the {' and '.join(_SAID[name] for name in secrets)} with "
+                f"(at least {PASSPHRASE_MIN_LENGTH} characters)",
+                confirm=True,
             )
             if len(passphrase) < PASSPHRASE_MIN_LENGTH:
                 # Anyone holding the file may try passphrases offline, as fast as scrypt allows.
                 raise click.ClickException(
                     f"The passphrase must be at least {PASSPHRASE_MIN_LENGTH} characters long; nothing was written."
                 )
-            document["password"] = crypto.encrypt_with_passphrase(password, passphrase)
+            for name, secret in secrets.items():
+                document[name] = crypto.encrypt_with_passphrase(secret, passphrase)
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
     if str(output) == "-":
         click.echo(text, nl=False)
@@ -355,10 +376,12 @@ def import_command(file: Any, password_stdin: bool) -> None:
     elif "password" not in document and params.get("username") and sys.stdin.isatty():
         # An export without the password: a fresh installation needs it again for this user.
         params["password"] = read_secret(f"SMTP password for {params['username']}")
-    if "password" in document:
+    sealed = [name for name in fields.SECRETS if name in document]
+    if sealed:
         passphrase = read_secret("Passphrase of the export")
         try:
-            params["password"] = crypto.decrypt_with_passphrase(document["password"], passphrase)
+            for name in sealed:
+                params[name] = crypto.decrypt_with_passphrase(document[name], passphrase)
         except crypto.UndecryptablePasswordError as error:
             raise click.ClickException(str(error)) from None
     try:

@@ -46,6 +46,15 @@ FIELDS: tuple[Field, ...] = (
         "answering for smtp_host is then trusted",
     ),
     Field(
+        "auth_method",
+        str,
+        "password",
+        'how to sign in: "password" (username and password), or "oauth2" (an OAuth 2.0 access token got by '
+        "the client-credentials grant, sent with AUTH XOAUTH2; username is then the mailbox to send as)",
+        normalize=rules.check_auth_method,
+        choices=rules.AUTH_METHODS,
+    ),
+    Field(
         "encryption",
         str,
         "Plain",
@@ -61,6 +70,38 @@ FIELDS: tuple[Field, ...] = (
         normalize=rules.normalize_email,
         required="is required: the address your mail is sent from",
         max_length=rules.TEXT_MAX_LENGTH,
+    ),
+    Field(
+        "oauth2_client_id",
+        str,
+        "",
+        "OAuth 2.0 client id (Microsoft: the application (client) ID of the app registration)",
+        max_length=rules.TEXT_MAX_LENGTH,
+    ),
+    Field(
+        "oauth2_client_secret",
+        str,
+        None,
+        'OAuth 2.0 client secret (write-only, stored encrypted; "" removes it). While one is stored, an edit '
+        "that changes oauth2_token_url, oauth2_client_id, smtp_host, smtp_port, encryption or username, turns "
+        "allow_selfsigned_certs on, or sets or changes pinned_cert_sha256 must give it again",
+        max_length=rules.TEXT_MAX_LENGTH,
+        write_only=True,
+    ),
+    Field(
+        "oauth2_scope",
+        str,
+        "",
+        "OAuth 2.0 scope (Microsoft 365: https://outlook.office365.com/.default)",
+        max_length=rules.TEXT_MAX_LENGTH,
+    ),
+    Field(
+        "oauth2_token_url",
+        str,
+        "",
+        "OAuth 2.0 token endpoint: an https:// URL (http:// only for a loopback host)",
+        normalize=rules.normalize_token_url,
+        max_length=2048,
     ),
     Field(
         "password",
@@ -120,3 +161,10 @@ PUBLIC: tuple[str, ...] = tuple(field.name for field in FIELDS if not field.writ
 """The keys of the ``email_settings`` object: every field but the password."""
 UNCONFIGURED: dict[str, Any] = {field.name: field.default for field in FIELDS if not field.write_only}
 """The public fields of a fresh install, and after ``clear``."""
+SECRETS: tuple[str, ...] = tuple(field.name for field in FIELDS if field.write_only)
+"""The write-only parameters: each stored encrypted in its column ``<name>_encrypted``, never shown."""
+
+
+def encrypted_column(name: str) -> str:
+    """The column that holds the secret parameter ``name``, encrypted."""
+    return f"{name}_encrypted"

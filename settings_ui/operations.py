@@ -31,6 +31,9 @@ SERVER_IDENTITY = ("smtp_host", "smtp_port", "encryption", "username")
 """The stored password is bound to these: it is only ever sent where they point (stored normalized,
 so a host's case, trailing dot, IDN form or IPv6 spelling compare equal)."""
 
+SECRET_IDENTITY = ("oauth2_token_url", "oauth2_client_id")
+"""The stored client secret is bound to these too: it is only ever sent to that endpoint, for that client."""
+
 Row = dict[str, Any]
 """The settings row as read from the database, column by column."""
 
@@ -40,7 +43,7 @@ _LOCK_ROW = _SELECT_ROW.with_for_update()
 # Built once, with the values given at execution: SQLAlchemy then finds the compiled form in
 # its cache instead of building and coercing a new statement per write.
 _UPDATE_ROW = update(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID, _TABLE.c.version == bindparam("read_version"))
-_UNCONFIGURED_ROW: Row = {**fields.UNCONFIGURED, "password_encrypted": None}
+_UNCONFIGURED_ROW: Row = {**fields.UNCONFIGURED, **{fields.encrypted_column(name): None for name in fields.SECRETS}}
 _WRITE_LOCK = threading.Lock()
 _TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", str: "a string"}
 
@@ -87,6 +90,7 @@ class Settings:
 
     values: Mapping[str, Any]
     has_password: bool
+    has_client_secret: bool
     version: int
     updated_at: datetime | None
     updated_by: str | None
@@ -142,10 +146,9 @@ def edit(
 
     def merged_values(row: Row) -> dict[str, Any]:
         values = merge(row, changes, password_file_moves=password_file_moves)
-        password = values.pop("password")
-        values["password_encrypted"] = (
-            row["password_encrypted"] if password is KEEP else crypto.encrypt(password) if password else None
-        )
+        for name in fields.SECRETS:
+            secret, column = values.pop(name), fields.encrypted_column(name)
+            values[column] = row[column] if secret is KEEP else crypto.encrypt(secret) if secret else None
         return values
 
     return _write("settings edited", merged_values, expected_versions, actor)
@@ -157,12 +160,14 @@ def clear(*, expected_versions: Collection[int] | None = None, actor: Actor = SY
 
 
 def rotate_encryption() -> bool:
-    """Re-encrypt the stored password under the first (newest) key; True if there was one."""
+    """Re-encrypt the stored password and client secret under the first (newest) key; True if there was one."""
     with _write_transaction() as (connection, row):
-        if not row["password_encrypted"]:
+        columns = [fields.encrypted_column(name) for name in fields.SECRETS]
+        rotated = {column: crypto.rotate(row[column]) for column in columns if row[column]}
+        if not rotated:
             return False
-        _store(connection, row, {"password_encrypted": crypto.rotate(row["password_encrypted"])})
-        audit.add(connection, "encryption key rotated", SYSTEM, "password re-encrypted under the new key")
+        _store(connection, row, rotated)
+        audit.add(connection, "encryption key rotated", SYSTEM, "secrets re-encrypted under the new key")
     return True
 
 
@@ -256,8 +261,13 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
     else:
         has_password = bool(password)
 
+    secret = changes.get("oauth2_client_secret", KEEP)
+    has_secret = bool(row["oauth2_client_secret_encrypted"]) if secret is KEEP else bool(secret)
+
     errors = {field.name: field.required for field in fields.FIELDS if field.required and not values[field.name]}
-    if values["username"] and not has_password:
+    if values["auth_method"] == "oauth2":
+        errors.update(_oauth2_problems(values, has_password, has_secret))
+    elif values["username"] and not has_password:
         errors["password"] = (
             "cannot be removed while a username is set: clear the username too"
             if password == ""
@@ -267,12 +277,7 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
         errors["username"] = "is required when a password is set (or remove the password)"
     file_bound = from_file and bool(row["smtp_host"]) and not password_file_moves
     if password is KEEP and (row["password_encrypted"] or file_bound) and not errors:
-        moved = [name for name in SERVER_IDENTITY if values[name] != row[name]]
-        if values["allow_selfsigned_certs"] and not row["allow_selfsigned_certs"]:
-            moved.append("allow_selfsigned_certs")
-        if values["pinned_cert_sha256"] not in ("", row["pinned_cert_sha256"]):
-            # A pin trusts a certificate no authority vouches for: like switching the checks off.
-            moved.append("pinned_cert_sha256")
+        moved = [name for name in SERVER_IDENTITY if values[name] != row[name]] + _checks_loosened(values, row)
         if moved and from_file:
             errors["password"] = (
                 f"must be given again because {' and '.join(moved)} changed: the password of SMTP_PASSWORD_FILE "
@@ -284,10 +289,46 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
                 f"must be given again because {' and '.join(moved)} changed: the stored password is only ever "
                 'sent to the server it was saved for (enter it, or "" to store none)'
             )
+    if secret is KEEP and row["oauth2_client_secret_encrypted"] and not errors:
+        moved = [name for name in (*SECRET_IDENTITY, *SERVER_IDENTITY) if values[name] != row[name]]
+        moved += _checks_loosened(values, row)
+        if moved:
+            errors["oauth2_client_secret"] = (
+                f"must be given again because {' and '.join(moved)} changed: the stored client secret, and the "
+                "tokens it gets, only ever go to the token endpoint and the server it was saved for "
+                '(enter it, or "" to store none)'
+            )
     if errors:
         raise SettingsError(errors)
     values["password"] = password
+    values["oauth2_client_secret"] = secret
     return values
+
+
+def _oauth2_problems(values: Mapping[str, Any], has_password: bool, has_secret: bool) -> dict[str, str]:
+    problems = {}
+    if not values["username"]:
+        problems["username"] = "is required with auth_method oauth2: the mailbox to send as"
+    if has_password:
+        problems["password"] = 'must be empty with auth_method oauth2 ("" removes the stored one)'
+    if not values["oauth2_token_url"]:
+        problems["oauth2_token_url"] = "is required with auth_method oauth2: the token endpoint's https:// URL"
+    if not values["oauth2_client_id"]:
+        problems["oauth2_client_id"] = "is required with auth_method oauth2"
+    if not has_secret:
+        problems["oauth2_client_secret"] = "is required with auth_method oauth2"
+    return problems
+
+
+def _checks_loosened(values: Mapping[str, Any], row: Row) -> list[str]:
+    """The certificate settings that now trust more than before: like pointing elsewhere."""
+    loosened = []
+    if values["allow_selfsigned_certs"] and not row["allow_selfsigned_certs"]:
+        loosened.append("allow_selfsigned_certs")
+    if values["pinned_cert_sha256"] not in ("", row["pinned_cert_sha256"]):
+        # A pin trusts a certificate no authority vouches for: like switching the checks off.
+        loosened.append("pinned_cert_sha256")
+    return loosened
 
 
 def _write(
@@ -373,10 +414,12 @@ def describe_changes(row: Row, values: Mapping[str, Any]) -> str:
         for name in fields.PUBLIC
         if name in values and values[name] != row[name]
     ]
-    old_token = row["password_encrypted"]
-    new_token = values.get("password_encrypted", old_token)
-    if new_token != old_token:
-        parts.append("password removed" if not new_token else "password set" if not old_token else "password changed")
+    for name in fields.SECRETS:
+        column = fields.encrypted_column(name)
+        old_token, new_token = row[column], values.get(column, row[column])
+        if new_token != old_token:
+            said = "client secret" if name == "oauth2_client_secret" else name
+            parts.append(f"{said} removed" if not new_token else f"{said} set" if not old_token else f"{said} changed")
     return "; ".join(parts)
 
 
@@ -408,6 +451,7 @@ def _settings_from(row: Mapping[str, Any]) -> Settings:
     return Settings(
         values={name: row[name] for name in fields.PUBLIC},
         has_password=bool(row["password_encrypted"]),
+        has_client_secret=bool(row["oauth2_client_secret_encrypted"]),
         version=row["version"],
         updated_at=audit.as_utc(row["updated_at"]) if row["updated_at"] else None,
         updated_by=row["updated_by"],
@@ -444,7 +488,8 @@ def _password_problem(token: str | None) -> str | None:
     return None if not token or crypto.decrypts(token) else crypto.UNDECRYPTABLE
 
 
-def stored_password() -> str | None:
-    """The stored password in clear, for an export the administrator asked for; None if none."""
-    token = load_row()["password_encrypted"]
+def stored_secret(name: str = "password") -> str | None:
+    """A stored secret (``password``, ``oauth2_client_secret``) in clear, for an export the
+    administrator asked for; None if none."""
+    token = load_row()[fields.encrypted_column(name)]
     return crypto.decrypt(token) if token else None

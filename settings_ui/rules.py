@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 ENCRYPTIONS: tuple[str, ...] = ("Plain", "StartTLS", "TLS")
+AUTH_METHODS: tuple[str, ...] = ("password", "oauth2")
+"""How to sign in: a password (AUTH PLAIN, LOGIN or CRAM-MD5), or an OAuth 2.0 token (AUTH XOAUTH2)."""
+
+MICROSOFT_365 = {
+    "smtp_host": "smtp.office365.com",
+    "smtp_port": 587,
+    "encryption": "StartTLS",
+    "auth_method": "oauth2",
+    "oauth2_token_url": "https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token",
+    "oauth2_scope": "https://outlook.office365.com/.default",
+}
+"""The page's Microsoft 365 preset: the admin replaces <tenant> and types the client id and secret."""
 """Connection types, in the spelling of the published API."""
 
 CONVENTIONAL_PORTS: dict[str, int] = {"Plain": 25, "StartTLS": 587, "TLS": 465}
@@ -101,6 +114,41 @@ def check_encryption(value: str) -> str:
     if value not in ENCRYPTIONS:
         raise ValueError(f"must be one of {', '.join(ENCRYPTIONS)} (exactly as written)")
     return value
+
+
+def check_auth_method(value: str) -> str:
+    if value not in AUTH_METHODS:
+        raise ValueError(f"must be one of {', '.join(AUTH_METHODS)} (exactly as written)")
+    return value
+
+
+def normalize_token_url(value: str) -> str:
+    """An OAuth 2.0 token endpoint: an https:// URL, or http:// for a loopback host only."""
+    url = value.strip()
+    if not url:
+        return ""
+    if "<tenant>" in url:
+        raise ValueError("still holds <tenant>: replace it with your tenant's ID or domain (onmicrosoft.com)")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(
+            "must be an https:// URL, for example https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token"
+        )
+    if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+        raise ValueError("must use https:// (http:// only for a token endpoint on this machine)")
+    if parts.username or parts.password:
+        raise ValueError("must not hold a user name or password: the client id and secret have their own fields")
+    normalize_host(parts.hostname)
+    return url
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")

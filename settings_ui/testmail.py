@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from . import audit, crypto, deliveries, operations, password_file, rules, smtp
+from . import audit, crypto, deliveries, fields, operations, password_file, rules, smtp
 from .audit import SYSTEM, Actor
 from .operations import KEEP, SettingsError
 
@@ -122,16 +122,25 @@ def resolve_target(draft: Mapping[str, Any]) -> smtp.SmtpTarget:
     row = operations.load_row()
     values = operations.merge(row, operations.parse_params(draft))
     password = values.pop("password")
+    secrets = {"oauth2_client_secret": _stored_or_given(values.pop("oauth2_client_secret"), row)}
     if password is not KEEP or not values["username"]:
-        return smtp.SmtpTarget.from_settings(values, password if password is not KEEP else "")
+        return smtp.SmtpTarget.from_settings(values, password if password is not KEEP else "", **secrets)
     outside = password_file.configured()
     if outside is not None:
         try:
-            return smtp.SmtpTarget.from_settings(values, password_file.read(outside))
+            return smtp.SmtpTarget.from_settings(values, password_file.read(outside), **secrets)
         except password_file.PasswordFileError as problem:
             # Reported at the auth step, where the password is needed: the steps before still run.
-            return smtp.SmtpTarget.from_settings(values, "", password_problem=str(problem))
+            return smtp.SmtpTarget.from_settings(values, "", password_problem=str(problem), **secrets)
+    return smtp.SmtpTarget.from_settings(values, _stored_or_given(KEEP, row, "password"), **secrets)
+
+
+def _stored_or_given(value: Any, row: operations.Row, name: str = "oauth2_client_secret") -> str:
+    """``value``, or for :data:`KEEP` the stored secret ``name`` in clear ("" when none is stored)."""
+    if value is not KEEP:
+        return value
+    token = row[fields.encrypted_column(name)]
     try:
-        return smtp.SmtpTarget.from_settings(values, crypto.decrypt(row["password_encrypted"]))
+        return crypto.decrypt(token) if token else ""
     except crypto.UndecryptablePasswordError as problem:
-        raise SettingsError({"password": str(problem)}) from None
+        raise SettingsError({name: str(problem)}) from None

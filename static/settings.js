@@ -59,6 +59,17 @@
     }
   });
 
+  // Only the sign-in fields of the chosen method are shown; without JavaScript, all are.
+  var authMethod = form.elements.namedItem("auth_method");
+  function showAuthFields() {
+    var groups = form.querySelectorAll("[data-auth-method]");
+    for (var i = 0; i < groups.length; i++) {
+      groups[i].hidden = groups[i].getAttribute("data-auth-method") !== authMethod.value;
+    }
+  }
+  authMethod.addEventListener("change", showAuthFields);
+  showAuthFields();
+
   var summary = document.getElementById("error-summary");
   if (summary) {
     summary.focus();

@@ -38,14 +38,18 @@ CONFIGURED = {
 
 UNCONFIGURED = {
     "allow_selfsigned_certs": False,
+    "auth_method": "password",
     "encryption": "Plain",
     "from_email": "",
+    "oauth2_client_id": "",
+    "oauth2_scope": "",
+    "oauth2_token_url": "",
     "pinned_cert_sha256": "",
     "smtp_host": "",
     "smtp_port": 0,
     "username": "",
 }
-"""What show answers on a fresh installation, as the published API documents it."""
+"""What show answers on a fresh installation: the published API's keys and this project's additions."""
 
 
 def shown(params: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from settings_ui.extensions import db
 
 from .conftest import make_app, stored_row
-from .helpers import EXAMPLE_PASSWORD, PUBLIC_KEYS, UNCONFIGURED, assert_error, call
+from .helpers import EXAMPLE_PASSWORD, PUBLIC_KEYS, UNCONFIGURED, assert_error, call, shown
 
 
 @pytest.fixture
@@ -48,8 +48,8 @@ def test_edit_with_the_documented_request_returns_the_documented_response(client
     assert set(body) == {"result", "successful"}
     assert body["successful"] is True
     assert set(body["result"]) == PUBLIC_KEYS
-    # The published keys, and the one this project adds (no pin unless one is set).
-    expected = {k: v for k, v in params.items() if k != "password"} | {"pinned_cert_sha256": ""}
+    # The published keys, and those this project adds (at their defaults unless set).
+    expected = shown(params)
     assert body["result"] == expected
     assert type(body["result"]["smtp_port"]) is int
     assert EXAMPLE_PASSWORD not in response.get_data(as_text=True)

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import aiosmtplib
 
 from ..rules import printable
-from . import diagnosis
+from . import diagnosis, oauth2
 
 # SASL mechanisms by preference. Over an unencrypted connection CRAM-MD5 first: it never
 # sends the password itself.
@@ -70,6 +70,15 @@ class SmtpTarget:
     pinned_cert_sha256: str = ""
     password_problem: str = ""
     """Why the password could not be had (SMTP_PASSWORD_FILE): the auth step fails with it."""
+    auth_method: str = "password"
+    oauth2_token_url: str = ""
+    oauth2_client_id: str = ""
+    oauth2_scope: str = ""
+    oauth2_client_secret: str = field(default="", repr=False)
+
+    @property
+    def oauth2_client(self) -> oauth2.Client:
+        return oauth2.Client(self.oauth2_token_url, self.oauth2_client_id, self.oauth2_client_secret, self.oauth2_scope)
 
     @property
     def pinned(self) -> bool:
@@ -77,14 +86,17 @@ class SmtpTarget:
         return bool(self.pinned_cert_sha256) and self.encryption != "Plain"
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], password: str, password_problem: str = "") -> SmtpTarget:
-        """The target the settings ``values`` (with more keys, perhaps) and ``password`` describe."""
-        return cls(
-            password=password, password_problem=password_problem, **{name: values[name] for name in _TARGET_FIELDS}
-        )
+    def from_settings(cls, values: Mapping[str, Any], password: str, **secrets: str) -> SmtpTarget:
+        """The target the settings ``values`` (with more keys, perhaps), ``password`` and the other
+        ``secrets`` (``oauth2_client_secret``, ``password_problem``) describe."""
+        return cls(password=password, **secrets, **{name: values[name] for name in _TARGET_FIELDS})
 
 
-_TARGET_FIELDS = tuple(name for name in SmtpTarget.__dataclass_fields__ if name not in ("password", "password_problem"))
+_TARGET_FIELDS = tuple(
+    name
+    for name in SmtpTarget.__dataclass_fields__
+    if name not in ("password", "password_problem", "oauth2_client_secret")
+)
 
 
 @dataclass
@@ -280,6 +292,7 @@ class _Conversation:
         self.capabilities: dict[str, list[str]] = {}
         self.peer_certificate: bytes | None = None
         self.certificate_verified = False
+        self.access_token = ""
         self.options = options
         self.timeout = timeout = options.timeout
         self.where = diagnosis.host_port(target.smtp_host, target.smtp_port)
@@ -343,7 +356,9 @@ class _Conversation:
             plan.append(("ehlo", self._plain_greeting_and_ehlo))
         if encryption == "StartTLS":
             plan.append(("starttls", self._starttls))
-        if self.target.username:
+        if self.target.username and self.target.auth_method == "oauth2":
+            plan += [("token", self._token), ("auth", self._auth_xoauth2)]
+        elif self.target.username:
             plan.append(("auth", self._auth))
         plan += [("mail_from", self._mail_from), ("rcpt_to", self._rcpt_to), ("data", self._data)]
         return plan
@@ -654,7 +669,7 @@ class _Conversation:
                 ) from None
             raise _StepFailed(
                 f"The server rejected the username or password ({mechanism}): {answer}.",
-                "Check username and password (some providers need an app password for SMTP).",
+                diagnosis.password_refusal_fix(error.code, error.message),
             ) from None
         if self.target.encryption == "Plain":
             offered = " (the server offers StartTLS)" if smtp.supports_extension("starttls") else ""
@@ -662,6 +677,42 @@ class _Conversation:
                 f"The password crossed the network unencrypted{offered}: set encryption to StartTLS or TLS."
             )
         return f"signed in as {self.target.username}: {diagnosis.reply(reply.code, reply.message)}"
+
+    async def _token(self) -> str:
+        client = self.target.oauth2_client
+        token = oauth2.cached(client)
+        if token is not None:
+            self.access_token = token
+            return "access token kept from an earlier sign-in (not expired)"
+        loop = asyncio.get_running_loop()
+        remaining = self.deadline - time.monotonic()
+        try:
+            self.access_token = await loop.run_in_executor(
+                _RESOLVER, lambda: oauth2.fetch(client, timeout=remaining, ca_file=self.options.ca_file)
+            )
+        except oauth2.TokenError as error:
+            raise _StepFailed(error.cause, error.fix, temporary=error.temporary) from None
+        return f"access token received from {diagnosis.host_port_of(client.token_url)} (client credentials)"
+
+    async def _auth_xoauth2(self) -> str:
+        smtp, target = self.smtp, self.target
+        if "xoauth2" not in smtp.server_auth_methods:
+            offered = " ".join(name.upper() for name in smtp.server_auth_methods) or "none"
+            raise _StepFailed(
+                f"The server does not offer XOAUTH2 (OAuth 2.0 sign-in) on this connection (it offers: {offered}).",
+                "Check smtp_host, or set auth_method to password if this server takes passwords.",
+            )
+        try:
+            reply = await smtp.auth_xoauth2(target.username, self.access_token)
+        except aiosmtplib.SMTPAuthenticationError as error:
+            oauth2.forget(target.oauth2_client)  # never offer a refused token again
+            answer = diagnosis.reply(error.code, error.message)
+            raise _StepFailed(
+                f"The server refused the OAuth 2.0 sign-in as {target.username}: {answer}.",
+                diagnosis.xoauth2_fix(error.code, error.message),
+                temporary=diagnosis.is_temporary(error.code),
+            ) from None
+        return f"signed in as {target.username} with an OAuth 2.0 token: {diagnosis.reply(reply.code, reply.message)}"
 
     async def _mail_from(self) -> str:
         mail, sender = self.mail, self.mail.sender

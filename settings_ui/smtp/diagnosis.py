@@ -7,6 +7,7 @@ import enum
 import hashlib
 import re
 import ssl
+import urllib.parse
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -174,6 +175,49 @@ def enhanced_status(text: str) -> str | None:
     """The RFC 3463 enhanced status code at the start of a reply's text, if any."""
     found = _ENHANCED_STATUS.match(text)
     return found.group(1) if found else None
+
+
+_OAUTH_README = 'the README\'s "Microsoft 365 (OAuth 2.0)" section'
+_MICROSOFT_535 = (
+    "On Microsoft 365, 535 5.7.3 usually means that SMTP AUTH is off for the mailbox (admin center: the "
+    "user, Mail, Manage email apps, Authenticated SMTP) or for the whole tenant"
+)
+
+
+def password_refusal_fix(code: int, text: bytes | str) -> str:
+    """What to change when the server refused the username and password."""
+    said = one_line(text)
+    if "5.7.30" in said or "basic authentication is not supported" in said.lower():
+        return (
+            "This server no longer takes passwords for SMTP (Microsoft 365 is switching them off): set "
+            f"auth_method to oauth2 and give the app registration's details; see {_OAUTH_README}."
+        )
+    if "5.7.3" in said and "authentication unsuccessful" in said.lower():
+        return (
+            f"{_MICROSOFT_535}, rather than a wrong password. Check that first, then username and password; "
+            f"or sign in with OAuth 2.0 instead (see {_OAUTH_README})."
+        )
+    return "Check username and password (some providers need an app password for SMTP)."
+
+
+def xoauth2_fix(code: int, text: bytes | str) -> str:
+    """What to change when the server refused an OAuth 2.0 token (AUTH XOAUTH2)."""
+    said = one_line(text)
+    if "5.7.3" in said or "authentication unsuccessful" in said.lower():
+        return (
+            f"{_MICROSOFT_535}; or the app registration lacks the SMTP.SendAsApp application permission (with "
+            "admin consent); or the app's service principal has no permission on the mailbox named in username "
+            f"(Add-MailboxPermission). See {_OAUTH_README}."
+        )
+    return (
+        "Check username (the mailbox to send as) and that the token is meant for this server "
+        f"(oauth2_scope); see {_OAUTH_README}."
+    )
+
+
+def host_port_of(url: str) -> str:
+    """The host (and port, if given) of ``url``, as a diagnosis names it."""
+    return urllib.parse.urlsplit(url).netloc
 
 
 def host_port(host: str, port: int) -> str:

@@ -21,6 +21,8 @@ from wtforms.validators import AnyOf, InputRequired, ValidationError
 
 from .. import fields, rules
 
+AUTH_METHOD_LABELS = {"password": "Password", "oauth2": "OAuth 2.0 (XOAUTH2)"}
+
 ENCRYPTION_LABELS = {
     "Plain": "Plain (no encryption)",
     "StartTLS": "StartTLS (upgrade a plain connection)",
@@ -105,6 +107,32 @@ class SettingsForm(FlaskForm):
         render_kw={"autocomplete": "new-password"},
     )
     remove_password = BooleanField("Remove the stored password")
+    auth_method = SelectField(
+        "Sign in with",
+        choices=[SelectChoice(name, AUTH_METHOD_LABELS[name]) for name in rules.AUTH_METHODS],
+        validate_choice=False,
+        validators=[AnyOf(rules.AUTH_METHODS, message=f"must be one of {', '.join(rules.AUTH_METHODS)}")],
+        description="OAuth 2.0 for Microsoft 365 and other providers that no longer take passwords for SMTP.",
+    )
+    oauth2_token_url = StringField(
+        "Token URL",
+        validators=[follows(rules.normalize_token_url)],
+        description="The OAuth 2.0 token endpoint, for example "
+        "https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token.",
+        render_kw={"autocomplete": "off", "spellcheck": "false"},
+    )
+    oauth2_client_id = StringField(
+        "Client ID",
+        description="Microsoft: the Application (client) ID of the app registration.",
+        render_kw={"autocomplete": "off", "spellcheck": "false"},
+    )
+    oauth2_client_secret = PasswordField("Client secret", render_kw={"autocomplete": "new-password"})
+    remove_oauth2_client_secret = BooleanField("Remove the stored client secret")
+    oauth2_scope = StringField(
+        "Scope",
+        description="Microsoft 365: https://outlook.office365.com/.default.",
+        render_kw={"autocomplete": "off", "spellcheck": "false"},
+    )
     version = HiddenField()
     # Not a setting: where the test email goes. Checked by the service, like the API's "to".
     to = EmailField(
@@ -117,16 +145,23 @@ class SettingsForm(FlaskForm):
     def to_params(self) -> dict[str, Any]:
         """The edit parameters this submission asks for (a blank password keeps the stored one)."""
         params = {name: getattr(self, name).data for name in fields.PUBLIC}
-        params["username"] = params["username"] or ""
-        if self.remove_password.data:
-            params["password"] = ""
-        elif self.password.data:
-            params["password"] = self.password.data
+        for name in ("username", "oauth2_token_url", "oauth2_client_id", "oauth2_scope"):
+            params[name] = params[name] or ""
+        params["auth_method"] = params["auth_method"] or "password"
+        for secret in fields.SECRETS:  # blank keeps the stored one; the box removes it
+            if getattr(self, f"remove_{secret}").data:
+                params[secret] = ""
+            elif getattr(self, secret).data:
+                params[secret] = getattr(self, secret).data
         return params
 
     def validate_remove_password(self, field: Any) -> None:
         if field.data and self.password.data:
             raise ValidationError("cannot be ticked while you type a new password: do one or the other")
+
+    def validate_remove_oauth2_client_secret(self, field: Any) -> None:
+        if field.data and self.oauth2_client_secret.data:
+            raise ValidationError("cannot be ticked while you type a new client secret: do one or the other")
 
 
 class ConfirmForm(FlaskForm):

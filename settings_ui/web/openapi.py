@@ -147,7 +147,20 @@ def document() -> dict[str, Any]:
         "required": ["name", "ok", "ms", "detail"],
         "additionalProperties": False,
         "properties": {
-            "name": {"enum": ["resolve", "connect", "tls", "ehlo", "starttls", "auth", "mail_from", "rcpt_to", "data"]},
+            "name": {
+                "enum": [
+                    "resolve",
+                    "connect",
+                    "tls",
+                    "ehlo",
+                    "starttls",
+                    "token",
+                    "auth",
+                    "mail_from",
+                    "rcpt_to",
+                    "data",
+                ]
+            },
             "ok": {"type": "boolean"},
             "ms": {"type": "integer", "minimum": 0},
             "detail": {"type": "string"},

@@ -65,6 +65,7 @@ def _render(
     detected: Any = None,
     trusted: str | None = None,
     password_typed: bool = False,
+    preset_applied: bool = False,
 ) -> tuple[str, int]:
     """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
     state = operations.page_state(events=10)
@@ -82,6 +83,7 @@ def _render(
         report=report,
         detected=detected,
         trusted=trusted,
+        preset_applied=preset_applied,
         password_typed=password_typed,
         last_test=session.get("last_test"),
         conventional_ports=rules.CONVENTIONAL_PORTS,
@@ -189,6 +191,19 @@ def trust_certificate() -> tuple[str, int]:
     # The pin replaces switching the checks off: it trusts this one certificate, not any.
     pinned = _form_with(form, {"pinned_cert_sha256": pin, "allow_selfsigned_certs": False})
     return _render(pinned, 200, trusted=pin, password_typed=bool(form.password.data))
+
+
+PRESETS = {"microsoft365": rules.MICROSOFT_365}
+
+
+@bp.post("/preset")
+def apply_preset() -> tuple[str, int]:
+    """Fill the form with a provider's settings, unsaved (the admin adds the tenant and the client)."""
+    form = SettingsForm()
+    preset = PRESETS.get(request.form.get("preset", ""))
+    if preset is None:
+        return _render(form, 400, "There is no such preset.")
+    return _render(_form_with(form, dict(preset)), 200, preset_applied=True, password_typed=bool(form.password.data))
 
 
 def _form_with(form: SettingsForm, values: dict[str, Any]) -> SettingsForm:

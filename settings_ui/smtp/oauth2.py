@@ -1,0 +1,195 @@
+"""OAuth 2.0 access tokens for AUTH XOAUTH2: the client-credentials grant, each failure explained.
+
+A token is kept in this process until a minute before it expires, then fetched again; each
+process (web worker, sendmail run) keeps its own. TLS to the token endpoint is always verified,
+with SMTP_CA_FILE's authorities too; http:// is accepted for a loopback endpoint only (checked
+when the URL is stored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+
+# Renew a token this long before the endpoint says it expires.
+_RENEW_BEFORE = 60.0
+_MAX_ANSWER = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Client:
+    """An OAuth 2.0 client of the token endpoint (the secret in clear: keep it in memory only)."""
+
+    token_url: str
+    client_id: str
+    secret: str = field(repr=False)
+    scope: str = ""
+
+    @property
+    def _key(self) -> str:
+        # The secret is part of the key, hashed: a new secret never gets a token fetched with the old one.
+        material = "\0".join((self.token_url, self.client_id, self.scope, self.secret))
+        return hashlib.sha256(material.encode()).hexdigest()
+
+
+class TokenError(Exception):
+    """No token: ``cause`` says why, ``fix`` names the parameter to change."""
+
+    def __init__(self, cause: str, fix: str, *, temporary: bool = False):
+        super().__init__(cause)
+        self.cause, self.fix, self.temporary = cause, fix, temporary
+
+
+_tokens: dict[str, tuple[str, float]] = {}
+_tokens_lock = threading.Lock()
+
+# What Microsoft Entra ID's error codes mean, and which parameter to change.
+_ENTRA = {
+    "AADSTS7000215": (
+        "the client secret is wrong (AADSTS7000215)",
+        "Check oauth2_client_secret: copy the secret's Value (not its Secret ID) from the app registration's "
+        "Certificates & secrets, and make sure it has not expired.",
+    ),
+    "AADSTS7000222": (
+        "the client secret has expired (AADSTS7000222)",
+        "Create a new secret in the app registration and set oauth2_client_secret to its Value.",
+    ),
+    "AADSTS700016": (
+        "no application with this client id exists in the tenant (AADSTS700016)",
+        "Check oauth2_client_id (the Application (client) ID of the app registration) and that the "
+        "tenant in oauth2_token_url is the one the app is registered in.",
+    ),
+    "AADSTS90002": (
+        "the tenant in the token URL does not exist (AADSTS90002)",
+        "Check the tenant in oauth2_token_url: your directory (tenant) ID, or a domain such as "
+        "contoso.onmicrosoft.com.",
+    ),
+    "AADSTS70011": (
+        "the scope is not valid (AADSTS70011)",
+        "Set oauth2_scope to https://outlook.office365.com/.default for Microsoft 365 SMTP.",
+    ),
+}
+
+
+def cached(client: Client) -> str | None:
+    """A token for ``client`` that is still good, if this process has one."""
+    with _tokens_lock:
+        token, expires = _tokens.get(client._key, ("", 0.0))
+    return token if token and time.monotonic() < expires else None
+
+
+def forget(client: Client) -> None:
+    """Drop the kept token (the server refused it): the next sign-in fetches a new one."""
+    with _tokens_lock:
+        _tokens.pop(client._key, None)
+
+
+def fetch(client: Client, *, timeout: float, ca_file: str | None) -> str:
+    """Get a token by the client-credentials grant and keep it; raise :class:`TokenError` explaining why not."""
+    body = {"grant_type": "client_credentials", "client_id": client.client_id, "client_secret": client.secret}
+    if client.scope:
+        body["scope"] = client.scope
+    request = urllib.request.Request(
+        client.token_url,
+        data=urllib.parse.urlencode(body).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+        method="POST",
+    )
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+    if ca_file:
+        context.load_default_certs()
+    where = urllib.parse.urlsplit(client.token_url).netloc
+    try:
+        with urllib.request.urlopen(request, timeout=max(timeout, 0.1), context=context) as response:
+            status, raw = response.status, response.read(_MAX_ANSWER)
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read(_MAX_ANSWER)
+    except urllib.error.URLError as error:
+        raise _unreachable(where, error.reason) from None
+    except TimeoutError:
+        raise TokenError(
+            f"The token endpoint {where} did not answer within {timeout:g} s.",
+            "Check oauth2_token_url, and that this machine may reach it (a proxy or firewall).",
+            temporary=True,
+        ) from None
+    except OSError as error:
+        raise _unreachable(where, error) from None
+    try:
+        answer = json.loads(raw)
+        if not isinstance(answer, dict):
+            raise ValueError
+    except ValueError:
+        raise TokenError(
+            f"The token endpoint {where} answered HTTP {status} with something that is not JSON.",
+            "Check oauth2_token_url: it must be the OAuth 2.0 token endpoint "
+            "(https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token for Microsoft 365).",
+            temporary=status >= 500,
+        ) from None
+    if "error" in answer or status >= 400:
+        raise _refusal(where, status, answer)
+    token = answer.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise TokenError(
+            f"The token endpoint {where} answered without an access_token.",
+            "Check oauth2_token_url and oauth2_scope: the endpoint must grant a token for SMTP.",
+        )
+    lifetime = answer.get("expires_in")
+    lifetime = float(lifetime) if isinstance(lifetime, int | float | str) and str(lifetime).isdigit() else 3600.0
+    with _tokens_lock:
+        _tokens[client._key] = (token, time.monotonic() + max(lifetime - _RENEW_BEFORE, 0))
+    return token
+
+
+def _unreachable(where: str, reason: object) -> TokenError:
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return TokenError(
+            f"TLS to the token endpoint {where} failed: its certificate was refused ({reason.verify_message}).",
+            "Check oauth2_token_url: the endpoint must present a certificate this machine trusts "
+            "(SMTP_CA_FILE adds an authority). Tokens are never fetched without a verified certificate.",
+        )
+    if isinstance(reason, ssl.SSLError):
+        return TokenError(
+            f"TLS to the token endpoint {where} failed: {reason.reason or reason}.", "Check oauth2_token_url."
+        )
+    if isinstance(reason, TimeoutError):
+        return TokenError(
+            f"The token endpoint {where} did not answer in time.",
+            "Check oauth2_token_url, and that this machine may reach it (a proxy or firewall).",
+            temporary=True,
+        )
+    text = getattr(reason, "strerror", None) or str(reason)
+    return TokenError(
+        f"The token endpoint {where} cannot be reached: {text}.",
+        "Check oauth2_token_url (its host name and port), and that this machine may reach it.",
+        temporary=True,
+    )
+
+
+def _refusal(where: str, status: int, answer: dict[str, object]) -> TokenError:
+    code = str(answer.get("error") or f"HTTP {status}")
+    description = " ".join(str(answer.get("error_description") or "").split())[:300]
+    for known, (meaning, fix) in _ENTRA.items():
+        if known in description:
+            return TokenError(f"The token endpoint {where} refused: {meaning}.", fix)
+    if code == "invalid_client":
+        return TokenError(
+            f"The token endpoint {where} refused the client (invalid_client): {description or 'no detail given'}.",
+            "Check oauth2_client_id and oauth2_client_secret.",
+        )
+    if code == "invalid_scope":
+        return TokenError(
+            f"The token endpoint {where} refused the scope (invalid_scope): {description or 'no detail given'}.",
+            "Check oauth2_scope.",
+        )
+    return TokenError(
+        f"The token endpoint {where} refused ({code}): {description or 'no detail given'}.",
+        "Check oauth2_token_url, oauth2_client_id, oauth2_client_secret and oauth2_scope.",
+        temporary=status >= 500,
+    )
