@@ -14,6 +14,7 @@ from . import audit, crypto, operations, password_file, rules
 from .audit import SYSTEM, Actor
 from .operations import SettingsError
 from .smtp import detect as probing
+from .smtp import oauth2
 from .smtp.detect import Detection
 from .testmail import smtp_options, smtp_slot
 
@@ -79,6 +80,16 @@ def _credentials(host: str, username: str, password: str | None) -> probing.Cred
     row = operations.load_row()
     if (row["smtp_host"], row["username"]) != (host, username):
         return None
+    only_for = (row["smtp_port"], row["encryption"])
+    if row["auth_method"] == "oauth2":
+        secret = row["oauth2_client_secret_encrypted"]
+        try:
+            client = oauth2.Client(
+                row["oauth2_token_url"], row["oauth2_client_id"], crypto.decrypt(secret), row["oauth2_scope"]
+            )
+        except (crypto.UndecryptablePasswordError, TypeError):
+            return None
+        return probing.Credentials(username, "", only_for=only_for, oauth2_client=client)
     outside = password_file.configured()
     try:
         if outside is not None:
@@ -89,4 +100,4 @@ def _credentials(host: str, username: str, password: str | None) -> probing.Cred
             return None
     except (password_file.PasswordFileError, crypto.UndecryptablePasswordError):
         return None  # the sign-in is then not tried; a test says what is wrong with the password
-    return probing.Credentials(username, stored, only_for=(row["smtp_port"], row["encryption"]))
+    return probing.Credentials(username, stored, only_for=only_for)

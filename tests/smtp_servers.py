@@ -89,15 +89,18 @@ class RecordingHandler:
 class Authenticator:
     """Accepts exactly one user name and password; counts the attempts."""
 
-    def __init__(self, username: str, password: str, *, temporary_failure: bool = False):
+    def __init__(self, username: str, password: str, *, temporary_failure: bool = False, refusal: str | None = None):
         self.username, self.password = username.encode(), password.encode()
         self.temporary_failure = temporary_failure  # answer 454, as when the server's password store is down
+        self.refusal = refusal  # answer this to every attempt (a provider that turned passwords off)
         self.attempts = 0
 
     def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
         self.attempts += 1
         if self.temporary_failure:
             return AuthResult(success=False, handled=False, message="454 4.7.0 Temporary authentication failure")
+        if self.refusal:
+            return AuthResult(success=False, handled=False, message=self.refusal)
         ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
             self.username,
             self.password,

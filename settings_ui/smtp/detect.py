@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import diagnosis
+from . import diagnosis, oauth2
 from .conversation import NO_MAIL, Options, Report, SmtpTarget, converse, run_in_own_loop
 
 DEFAULT_PORTS: tuple[int, ...] = (465, 587, 25, 2525)
@@ -119,6 +119,8 @@ class Credentials:
     username: str
     password: str = field(repr=False)
     only_for: tuple[int, str] | None = None
+    oauth2_client: oauth2.Client | None = None
+    """Sign in with a token of this client (XOAUTH2) instead of the password."""
 
 
 def detect(
@@ -230,6 +232,7 @@ class _Detect:
             limit, deadline = self.probe_deadline - self.started, self.probe_deadline
         else:
             limit, deadline = self.timeout, self.deadline
+        client = credentials.oauth2_client if credentials else None
         target = SmtpTarget(
             smtp_host=self.host,
             smtp_port=port,
@@ -238,6 +241,11 @@ class _Detect:
             username=credentials.username if credentials else "",
             password=credentials.password if credentials else "",
             allow_selfsigned_certs=allow_selfsigned,
+            auth_method="oauth2" if client else "password",
+            oauth2_token_url=client.token_url if client else "",
+            oauth2_client_id=client.client_id if client else "",
+            oauth2_scope=client.scope if client else "",
+            oauth2_client_secret=client.secret if client else "",
         )
         options = dataclasses.replace(self.options, timeout=limit)
         return await converse(

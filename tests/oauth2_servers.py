@@ -1,0 +1,120 @@
+"""An OAuth 2.0 token endpoint and an SMTP server that takes XOAUTH2, for the tests.
+
+The token endpoint is a small HTTP(S) server on 127.0.0.1 that answers what the test tells it and
+records every request; the SMTP server is aiosmtpd with a handler method ``auth_XOAUTH2`` that
+checks ``user=`` and the bearer token.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import ssl
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from .smtp_servers import Authenticator, RecordingHandler, free_port
+
+TOKEN = "eyJ0eXAi.test-access-token.never-shown"
+CLIENT_ID = "0b5c2a5e-1111-2222-3333-444455556666"
+CLIENT_SECRET = "client-secret-Value-8Q~never-shown"
+SCOPE = "https://outlook.office365.com/.default"
+MAILBOX = "sender@contoso.example"
+
+
+@dataclass
+class TokenEndpoint:
+    """What the endpoint answers (status and body, JSON unless bytes) and what it was asked."""
+
+    status: int = 200
+    body: Any = field(default_factory=lambda: {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3599})
+    requests: list[dict[str, str]] = field(default_factory=list)
+    url: str = ""
+
+
+@contextlib.contextmanager
+def token_endpoint(
+    endpoint: TokenEndpoint | None = None, *, tls: ssl.SSLContext | None = None
+) -> Iterator[TokenEndpoint]:
+    """Serve ``endpoint`` on 127.0.0.1 (HTTPS with ``tls``); its ``url`` is the token URL."""
+    endpoint = endpoint or TokenEndpoint()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+            endpoint.requests.append({name: values[0] for name, values in form.items()})
+            body = endpoint.body if isinstance(endpoint.body, bytes) else json.dumps(endpoint.body).encode()
+            self.send_response(endpoint.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:  # quiet: pytest shows failures, not every request
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    endpoint.url = f"{scheme}://127.0.0.1:{server.server_port}/tenant-id/oauth2/v2.0/token"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield endpoint
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@dataclass
+class XOAuth2Handler(RecordingHandler):
+    """Accepts AUTH XOAUTH2 for ``mailbox`` with ``token``; records every attempt (user, token)."""
+
+    mailbox: str = MAILBOX
+    token: str = TOKEN
+    refusal: str = "535 5.7.3 Authentication unsuccessful"
+    attempts: list[tuple[str, str]] = field(default_factory=list)
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:
+        decoded = base64.b64decode(args[1]).decode()
+        fields = dict(part.split("=", 1) for part in decoded.split("\x01") if "=" in part)
+        user, bearer = fields.get("user", ""), fields.get("auth", "").removeprefix("Bearer ")
+        self.attempts.append((user, bearer))
+        if (user, bearer) == (self.mailbox, self.token):
+            return AuthResult(success=True, auth_data=user)
+        await server.push(self.refusal)
+        return AuthResult(success=False, handled=True)
+
+
+@contextlib.contextmanager
+def xoauth2_server(
+    starttls: ssl.SSLContext, handler: XOAuth2Handler | None = None
+) -> Iterator[tuple[int, XOAuth2Handler]]:
+    """A StartTLS SMTP server on 127.0.0.1 offering XOAUTH2 (and PLAIN/LOGIN, which refuse everyone)."""
+    handler = handler or XOAuth2Handler()
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=free_port(),
+        ready_timeout=5,
+        tls_context=starttls,
+        require_starttls=True,
+        authenticator=Authenticator("nobody", "never"),
+        auth_require_tls=True,
+    )
+    controller.start()
+    try:
+        yield controller.port, handler
+    finally:
+        controller.stop()
