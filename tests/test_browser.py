@@ -438,6 +438,33 @@ def test_the_mail_delivery_panel_after_a_success_and_a_failure(
         assert _serious_violations(narrow) == []
 
 
+@pytest.mark.parametrize("width", [1100, 375])
+def test_the_sign_in_method_switch_and_the_microsoft_365_preset(
+    site: LiveServer, site_app: Flask, tab_factory: Any, width: int
+) -> None:
+    page = tab_factory(site.url, viewport={"width": width, "height": 900}).page
+    page.goto("/")
+    assert page.locator("#password").is_visible() and not page.locator("#oauth2_token_url").is_visible()
+    page.select_option("#auth_method", "oauth2")
+    assert page.locator("#oauth2_token_url").is_visible() and not page.locator("#password").is_visible()
+    page.get_by_role("button", name="Microsoft 365 preset").click()
+    page.wait_for_load_state()
+    assert page.locator("#preset-result").is_visible()
+    assert page.input_value("#smtp_host") == "smtp.office365.com" and page.input_value("#smtp_port") == "587"
+    assert page.input_value("#encryption") == "StartTLS" and page.input_value("#auth_method") == "oauth2"
+    assert "<tenant>" in page.input_value("#oauth2_token_url")
+    assert page.locator("#oauth2_client_secret").is_visible()  # the method chosen shows its fields
+    assert stored_row(site_app)["smtp_host"] == ""
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert _serious_violations(page) == []
+
+
+def test_without_javascript_every_sign_in_field_is_shown(site: LiveServer, tab_factory: Any) -> None:
+    page = tab_factory(site.url, java_script_enabled=False).page
+    page.goto("/")
+    assert page.locator("#password").is_visible() and page.locator("#oauth2_token_url").is_visible()
+
+
 # --- Clear, login --------------------------------------------------------------------------------
 
 
