@@ -140,3 +140,10 @@ def form_values(soup: BeautifulSoup) -> dict[str, Any]:
         else:
             values[name] = element.get("value", "")
     return values
+
+
+def step_details(response: TestResponse) -> dict[str, str]:
+    """Each step of a test email's answer (sent or not) by name: its detail."""
+    body = response.get_json()
+    listed = body["result"]["steps"] if body["successful"] else body["error"]["steps"]
+    return {step["name"]: step["detail"] for step in listed}

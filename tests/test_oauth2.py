@@ -13,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from .conftest import make_app, stored_row
-from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page
+from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page, step_details
 from .oauth2_servers import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -49,12 +49,6 @@ def configure(client: FlaskClient, port: int, token_url: str, **overrides: Any) 
     }
     response = call(client, "edit", params | overrides)
     assert response.status_code == 200, response.get_json()
-
-
-def steps(response: Any) -> dict[str, str]:
-    body = response.get_json()
-    listed = body["result"]["steps"] if body["successful"] else body["error"]["steps"]
-    return {step["name"]: step["detail"] for step in listed}
 
 
 def never_shown(*texts: str) -> None:
@@ -96,8 +90,8 @@ def test_the_token_is_kept_until_it_expires_then_fetched_again(client: FlaskClie
         time.sleep(1.2)
         third = call(client, "test", {"to": RECIPIENT})
     assert [r.status_code for r in (first, second, third)] == [200, 200, 200]
-    assert "kept from an earlier sign-in" in steps(second)["token"]
-    assert "received from" in steps(third)["token"]
+    assert "kept from an earlier sign-in" in step_details(second)["token"]
+    assert "received from" in step_details(third)["token"]
     assert len(endpoint.requests) == 2
 
 

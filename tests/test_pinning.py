@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from .conftest import make_app, stored_row
-from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page
+from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page, step_details
 from .smtp_servers import Authenticator, Certificates, smtp_server
 
 TIMEOUT = 3.0
@@ -51,12 +51,6 @@ def configure(client: FlaskClient, port: int, **overrides: Any) -> None:
     params = {"smtp_host": HOST, "smtp_port": port, "encryption": "TLS", "from_email": "noreply@example.com"}
     response = call(client, "edit", params | overrides)
     assert response.status_code == 200, response.get_json()
-
-
-def steps_of(response: Any) -> dict[str, str]:
-    body = response.get_json()
-    steps = body["result"]["steps"] if body["successful"] else body["error"]["steps"]
-    return {step["name"]: step["detail"] for step in steps}
 
 
 # --- The stored value --------------------------------------------------------------------------------
@@ -112,7 +106,7 @@ def test_the_pinned_certificate_is_accepted_whatever_its_issuer_and_names(client
         response = call(client, "test", {"to": RECIPIENT})
     assert response.status_code == 200, response.get_json()
     step = "tls" if encryption == "TLS" else "starttls"
-    assert f"certificate pinned (sha256 {fingerprint})" in steps_of(response)[step]
+    assert f"certificate pinned (sha256 {fingerprint})" in step_details(response)[step]
     assert response.get_json()["result"]["warnings"] == []
     assert len(handler.received) == 1 and auth.attempts == 1
 
@@ -127,7 +121,7 @@ def test_another_certificate_than_the_pinned_one_is_refused_with_both_fingerprin
         configure(client, port, pinned_cert_sha256=pinned, username="mailer", password=EXAMPLE_PASSWORD)
         response = call(client, "test", {"to": RECIPIENT})
     error = assert_error(response, 400, "the tls step failed", "not the pinned one", pinned, "SHA-256 fingerprint")
-    presented = steps_of(response)["tls"]
+    presented = step_details(response)["tls"]
     assert pinned in presented and presented.count("sha256 ") >= 1
     assert auth.attempts == 0 and handler.received == []  # nothing sent past the TLS step
     assert "impersonating" in error["message"]
@@ -150,7 +144,7 @@ def test_accepting_any_certificate_still_reports_what_it_saw(client: FlaskClient
         configure(client, port, allow_selfsigned_certs=True)
         response = call(client, "test", {"to": RECIPIENT})
     assert response.status_code == 200, response.get_json()
-    tls = steps_of(response)["tls"]
+    tls = step_details(response)["tls"]
     assert "not checked" in tls and "subject " in tls and "issuer " in tls and colons(fingerprint) in tls
     [warning] = response.get_json()["result"]["warnings"]
     assert "not checked" in warning and "pinned_cert_sha256" in warning
