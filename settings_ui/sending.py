@@ -7,6 +7,7 @@ so it goes only where the stored settings point. Each send is recorded in the de
 
 from __future__ import annotations
 
+import copy
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ def send_message(message: EmailMessage, *, app: Flask | None = None) -> Delivery
         with app.app_context():
             return send_message(message)
     try:
-        return deliver(message, [], take_recipients_from_headers=True, surface="python")
+        # A copy: the caller's message keeps its Bcc, and gets no headers of ours.
+        return deliver(copy.deepcopy(message), [], take_recipients_from_headers=True, surface="python")
     except UnusableMessageError as problem:
         return Delivery(False, f"The message was not sent: {problem}")
 

@@ -77,3 +77,15 @@ def test_a_message_without_recipients_is_not_sent(settings_app: Flask) -> None:
         delivery = settings_ui.send_message(message, app=settings_app)
     assert delivery.sent is False and "no recipient" in delivery.message
     assert handler.connections == 0
+
+
+def test_the_callers_message_is_left_as_it_was(settings_app: Flask) -> None:
+    message = EmailMessage()
+    message["To"] = "a@example.net"
+    message["Bcc"] = "b@example.net"
+    message.set_content("Hello.")
+    with smtp_server() as (port, handler):
+        configure(settings_app, port)
+        assert settings_ui.send_message(message, app=settings_app).sent
+    assert message["Bcc"] == "b@example.net" and message["From"] is None and message["Message-ID"] is None
+    assert handler.received[0].message["Bcc"] is None
