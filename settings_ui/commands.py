@@ -117,6 +117,16 @@ def settings_options(command: Callable[..., None]) -> Callable[..., None]:
             default=None,
             help="accept self-signed certificates",
         ),
+        click.option("--pinned-cert-sha256", help="SHA-256 fingerprint of the one certificate to trust ('' for none)"),
+        click.option("--auth-method", help="password or oauth2"),
+        click.option("--oauth2-token-url", help="the OAuth 2.0 token endpoint (https://)"),
+        click.option("--oauth2-client-id", help="the OAuth 2.0 client id"),
+        click.option("--oauth2-scope", help="the OAuth 2.0 scope"),
+        click.option(
+            "--oauth2-client-secret-stdin",
+            is_flag=True,
+            help="read the OAuth 2.0 client secret from the first line of standard input",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -125,7 +135,14 @@ def settings_options(command: Callable[..., None]) -> Callable[..., None]:
 
 def _given(password_stdin: bool, options: dict[str, Any]) -> dict[str, Any]:
     """The edit parameters the options give: those not given are left out."""
+    secret_stdin = options.pop("oauth2_client_secret_stdin", False)
+    if password_stdin and secret_stdin:
+        raise click.UsageError("Give --password-stdin or --oauth2-client-secret-stdin, not both: one line is read.")
     params = {name: value for name, value in options.items() if value is not None}
+    if secret_stdin:
+        params["oauth2_client_secret"] = stdin_line()
+        if not params["oauth2_client_secret"]:
+            raise click.UsageError("--oauth2-client-secret-stdin read an empty secret.")
     if password_stdin:
         params["password"] = stdin_line()
         if not params["password"]:

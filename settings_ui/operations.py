@@ -257,7 +257,8 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
     password = changes.get("password", KEEP)
     from_file = password_file.configured() is not None
     if password is KEEP:
-        has_password = bool(row["password_encrypted"]) or (from_file and bool(values["username"]))
+        signs_in_with_file = from_file and bool(values["username"]) and values["auth_method"] == "password"
+        has_password = bool(row["password_encrypted"]) or signs_in_with_file
     else:
         has_password = bool(password)
 

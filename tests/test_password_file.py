@@ -205,3 +205,17 @@ def test_nothing_logged_or_answered_holds_the_file_contents(
 def test_without_the_file_set_nothing_changes(tmp_path: Path) -> None:
     client = make_app(tmp_path).test_client()
     assert page(client).find("input", attrs={"name": "password"}) is not None
+
+
+def test_oauth2_needs_no_password_while_the_file_is_set(app: Flask) -> None:
+    configure(app, 587)
+    result = app.test_cli_runner().invoke(
+        args=[
+            "email-settings", "edit", "--move-password-file", "--auth-method", "oauth2",
+            "--oauth2-token-url", "https://login.example.com/token", "--oauth2-client-id", "client",
+            "--oauth2-client-secret-stdin",
+        ],
+        input="the-client-secret\n",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert stored_row(app)["auth_method"] == "oauth2" and "the-client-secret" not in result.output
