@@ -84,11 +84,12 @@ def _credentials(host: str, username: str, password: str | None) -> probing.Cred
     if row["auth_method"] == "oauth2":
         secret = row["oauth2_client_secret_encrypted"]
         try:
-            client = oauth2.Client(
-                row["oauth2_token_url"], row["oauth2_client_id"], crypto.decrypt(secret), row["oauth2_scope"]
-            )
-        except (crypto.UndecryptablePasswordError, TypeError):
+            stored_secret = crypto.decrypt(secret) if secret else None
+        except crypto.UndecryptablePasswordError:
+            stored_secret = None  # the sign-in is then not tried; a test says what is wrong
+        if stored_secret is None:
             return None
+        client = oauth2.Client(row["oauth2_token_url"], row["oauth2_client_id"], stored_secret, row["oauth2_scope"])
         return probing.Credentials(username, "", only_for=only_for, oauth2_client=client)
     outside = password_file.configured()
     try:
