@@ -6,7 +6,8 @@ import argparse
 
 from flask import Flask
 
-from .web.auth import admin_configured, is_loopback
+from .rules import is_loopback
+from .web.auth import admin_configured
 
 
 def main(app: Flask, argv: list[str] | None = None) -> None:

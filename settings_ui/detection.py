@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import audit, crypto, operations, password_file, rules
+from . import audit, operations, rules, testmail
 from .audit import SYSTEM, Actor
 from .operations import SettingsError
 from .smtp import detect as probing
-from .smtp import oauth2
 from .smtp.detect import Detection
 from .testmail import smtp_options, smtp_slot
 
@@ -77,28 +76,13 @@ def _credentials(host: str, username: str, password: str | None) -> probing.Cred
         return probing.Credentials(username, password)
     if password == "":  # given as empty: no password, not the stored one
         return None
-    row = operations.load_row()
-    if (row["smtp_host"], row["username"]) != (host, username):
-        return None
-    only_for = (row["smtp_port"], row["encryption"])
-    if row["auth_method"] == "oauth2":
-        secret = row["oauth2_client_secret_encrypted"]
-        try:
-            stored_secret = crypto.decrypt(secret) if secret else None
-        except crypto.UndecryptablePasswordError:
-            stored_secret = None  # the sign-in is then not tried; a test says what is wrong
-        if stored_secret is None:
-            return None
-        client = oauth2.Client(row["oauth2_token_url"], row["oauth2_client_id"], stored_secret, row["oauth2_scope"])
-        return probing.Credentials(username, "", only_for=only_for, oauth2_client=client)
-    outside = password_file.configured()
     try:
-        if outside is not None:
-            stored = password_file.read(outside)
-        elif row["password_encrypted"]:
-            stored = crypto.decrypt(row["password_encrypted"])
-        else:
-            return None
-    except (password_file.PasswordFileError, crypto.UndecryptablePasswordError):
-        return None  # the sign-in is then not tried; a test says what is wrong with the password
-    return probing.Credentials(username, stored, only_for=only_for)
+        stored = testmail.resolve_target({})  # the one place that knows where stored secrets come from
+    except SettingsError:
+        return None  # nothing usable is stored: no stored credentials either
+    if (stored.smtp_host, stored.username) != (host, username) or stored.password_problem:
+        return None  # another server, or no password to be had: the sign-in is not tried
+    only_for = (stored.smtp_port, stored.encryption)
+    if stored.auth_method == "oauth2":
+        return probing.Credentials(username, "", only_for=only_for, oauth2_client=stored.oauth2_client)
+    return probing.Credentials(username, stored.password, only_for=only_for) if stored.password else None

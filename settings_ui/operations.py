@@ -492,5 +492,11 @@ def _password_problem(token: str | None) -> str | None:
 def stored_secret(name: str = "password") -> str | None:
     """A stored secret (``password``, ``oauth2_client_secret``) in clear, for an export the
     administrator asked for; None if none."""
-    token = load_row()[fields.encrypted_column(name)]
+    return secret_in(load_row(), name)
+
+
+def secret_in(row: Row, name: str) -> str | None:
+    """The secret ``name`` of ``row`` in clear, None if none is stored; raises
+    :class:`~settings_ui.crypto.UndecryptablePasswordError` under another key."""
+    token = row[fields.encrypted_column(name)]
     return crypto.decrypt(token) if token else None

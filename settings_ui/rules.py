@@ -134,7 +134,7 @@ def normalize_token_url(value: str) -> str:
         raise ValueError(
             "must be an https:// URL, for example https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token"
         )
-    if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError("must use https:// (http:// only for a token endpoint on this machine)")
     if parts.username or parts.password:
         raise ValueError("must not hold a user name or password: the client id and secret have their own fields")
@@ -142,11 +142,14 @@ def normalize_token_url(value: str) -> str:
     return url
 
 
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
+def is_loopback(address: str | None) -> bool:
+    """Whether ``address`` (an IP address, possibly in brackets, or ``localhost``) is this machine."""
+    if not address:
+        return False
+    if address == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
     except ValueError:
         return False
 

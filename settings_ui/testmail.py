@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from . import audit, crypto, deliveries, fields, operations, password_file, rules, smtp
+from . import audit, crypto, deliveries, operations, password_file, rules, smtp
 from .audit import SYSTEM, Actor
 from .operations import KEEP, SettingsError
 
@@ -139,8 +139,7 @@ def _stored_or_given(value: Any, row: operations.Row, name: str = "oauth2_client
     """``value``, or for :data:`KEEP` the stored secret ``name`` in clear ("" when none is stored)."""
     if value is not KEEP:
         return value
-    token = row[fields.encrypted_column(name)]
     try:
-        return crypto.decrypt(token) if token else ""
+        return operations.secret_in(row, name) or ""
     except crypto.UndecryptablePasswordError as problem:
         raise SettingsError({name: str(problem)}) from None

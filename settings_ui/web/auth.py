@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import threading
 import time
@@ -45,6 +44,7 @@ from .. import audit
 from ..audit import Actor
 from ..extensions import db
 from ..models import AdminSession, LoginFailure
+from ..rules import is_loopback
 from .envelope import is_api_path
 
 bp = Blueprint("auth", __name__)
@@ -75,17 +75,6 @@ def admin_configured(app: Flask | None = None) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def is_loopback(address: str | None) -> bool:
-    if not address:
-        return False
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class LoginThrottle:
     """Slows down repeated failed sign-ins from one address, for every process of the app
     (the state is in the database): past the first few failures, each one doubles the wait

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -64,7 +65,6 @@ def _render(
     report: Any = None,
     detected: Any = None,
     trusted: str | None = None,
-    password_typed: bool = False,
     preset_applied: bool = False,
 ) -> tuple[str, int]:
     """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
@@ -84,7 +84,6 @@ def _render(
         detected=detected,
         trusted=trusted,
         preset_applied=preset_applied,
-        password_typed=password_typed,
         last_test=session.get("last_test"),
         conventional_ports=rules.CONVENTIONAL_PORTS,
     ), status
@@ -160,9 +159,10 @@ def detect_settings() -> tuple[str, int]:
     form = SettingsForm()
     params: dict[str, Any] = {"smtp_host": form.smtp_host.data or ""}
     typed_port = form.smtp_port.data
-    if isinstance(typed_port, int) and rules.PORT_MIN <= typed_port <= rules.PORT_MAX:
+    with contextlib.suppress(TypeError, ValueError):  # no port typed, or not a valid one: the usual ones
         # The port typed is tried first, before the usual ones: the administrator may know better.
-        params["ports"] = [typed_port, *(port for port in DEFAULT_PORTS if port != typed_port)]
+        first = rules.check_port(typed_port)
+        params["ports"] = [first, *(port for port in DEFAULT_PORTS if port != first)]
     if form.username.data:
         params["username"] = form.username.data
     if form.password.data:
@@ -174,10 +174,9 @@ def detect_settings() -> tuple[str, int]:
     except SettingsError as error:
         status = 429 if isinstance(error, TooManyTestsError) else 400
         return _render(form, status, _show_field_errors(form, error, NOT_DETECTED))
-    typed = bool(form.password.data)
     if found.recommended is None:
-        return _render(form, 200, detected=found, password_typed=typed)
-    return _render(_form_with(form, found.recommended), 200, detected=found, password_typed=typed)
+        return _render(form, 200, detected=found)
+    return _render(_form_with(form, found.recommended), 200, detected=found)
 
 
 @bp.post("/trust")
@@ -190,7 +189,7 @@ def trust_certificate() -> tuple[str, int]:
         return _render(form, 400, f"The certificate to trust {problem}.")
     # The pin replaces switching the checks off: it trusts this one certificate, not any.
     pinned = _form_with(form, {"pinned_cert_sha256": pin, "allow_selfsigned_certs": False})
-    return _render(pinned, 200, trusted=pin, password_typed=bool(form.password.data))
+    return _render(pinned, 200, trusted=pin)
 
 
 PRESETS = {"microsoft365": rules.MICROSOFT_365}
@@ -203,7 +202,7 @@ def apply_preset() -> tuple[str, int]:
     preset = PRESETS.get(request.form.get("preset", ""))
     if preset is None:
         return _render(form, 400, "There is no such preset.")
-    return _render(_form_with(form, dict(preset)), 200, preset_applied=True, password_typed=bool(form.password.data))
+    return _render(_form_with(form, dict(preset)), 200, preset_applied=True)
 
 
 def _form_with(form: SettingsForm, values: dict[str, Any]) -> SettingsForm:
