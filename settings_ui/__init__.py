@@ -17,7 +17,7 @@ from .sending import Delivery, send_message
 
 __all__ = ["Delivery", "create_app", "send_message"]
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parent
 
 DEFAULTS: dict[str, Any] = {
     "SMTP_TIMEOUT": 10,
@@ -45,13 +45,14 @@ def create_app(
     Configuration is read in this order, each overriding the one before: ``DEFAULTS``,
     ``instance/config.py``, ``SETTINGS_UI_*`` environment variables, ``test_config``.
     """
-    instance = Path(instance_path or os.environ.get("SETTINGS_UI_INSTANCE_PATH") or PROJECT_ROOT / "instance")
+    # Flask's own default: instance/ beside the checkout, <venv>/var/settings_ui-instance when installed.
+    instance = instance_path or os.environ.get("SETTINGS_UI_INSTANCE_PATH")
     app = Flask(
         __name__,
-        instance_path=str(instance.resolve()),
+        instance_path=str(Path(instance).resolve()) if instance else None,
         instance_relative_config=True,
-        template_folder=str(PROJECT_ROOT / "templates"),
-        static_folder=str(PROJECT_ROOT / "static"),
+        template_folder="templates",
+        static_folder="static",
     )
     app.config.from_mapping(DEFAULTS)
     app.config.from_pyfile("config.py", silent=True)

@@ -19,7 +19,7 @@ from sqlalchemy import inspect, text
 from .extensions import db, migrate
 from .instance_files import make_private_folder, open_private
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 FIRST_REVISION = "0001"
 """The schema that databases made before migrations existed already have."""
 

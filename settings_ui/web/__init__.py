@@ -44,5 +44,5 @@ def _error(error: Exception) -> ResponseReturnValue:
     if isinstance(error, CSRFError):  # only the page's forms carry CSRF tokens
         title, message = "This form has expired", _CSRF_MESSAGE
     response = error.get_response()
-    response.set_data(render_template("problem.html", title=title, message=message))
+    response.set_data(render_template("settings_ui/problem.html", title=title, message=message))
     return response

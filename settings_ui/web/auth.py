@@ -389,16 +389,16 @@ def login() -> Response | tuple[str, int] | str:
     form = LoginForm()
     if request.method == "GET":
         form.next.data = request.args.get("next", "")
-        return render_template("login.html", form=form)
+        return render_template("settings_ui/login.html", form=form)
     address = request.remote_addr or ""
     if not form.validate():
-        return render_template("login.html", form=form), 400
+        return render_template("settings_ui/login.html", form=form), 400
     try:
         accepted = _sign_in_accepted(form.username.data, form.password.data, address, "sign-in failed")
     except TooManyRequests as throttled:
-        return render_template("login.html", form=form, problem=throttled.description), 429
+        return render_template("settings_ui/login.html", form=form, problem=throttled.description), 429
     if not accepted:
-        return render_template("login.html", form=form, problem="The username or password is wrong."), 401
+        return render_template("settings_ui/login.html", form=form, problem="The username or password is wrong."), 401
     target = _safe_next(form.next.data)
     session.clear()  # a fresh session (and CSRF token) for the signed-in admin
     _start_admin_session()

@@ -70,7 +70,7 @@ def _render(
     """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
     state = operations.page_state(events=10)
     return render_template(
-        "settings.html",
+        "settings_ui/settings.html",
         form=form or SettingsForm(formdata=None, data=_form_data(state.settings)),
         settings=state.settings,
         problem=problem,
@@ -215,7 +215,7 @@ def _form_with(form: SettingsForm, values: dict[str, Any]) -> SettingsForm:
 def _render_confirm_clear(status: int = 200, problem: str | None = None) -> tuple[str, int]:
     settings = operations.show()
     form = ConfirmForm(formdata=None, data={"version": settings.version})
-    return render_template("confirm_clear.html", form=form, settings=settings, problem=problem), status
+    return render_template("settings_ui/confirm_clear.html", form=form, settings=settings, problem=problem), status
 
 
 @bp.get("/clear")
