@@ -1,31 +1,30 @@
-"""Alembic environment for settings-ui, run through Flask-Migrate: at start-up
-(``settings_ui.schema.upgrade_database``) and by ``flask --app app db ...``. The connection
-comes from the app's engine. It never configures logging, so the app's own stays as it is.
+"""Alembic environment for settings-ui, run by ``settings_ui.schema`` at start-up and by
+``flask email-settings db ...``, always on a connection it is handed. The version table is
+settings-ui's own. It never configures logging, so the app's own stays as it is.
 """
 
 from __future__ import annotations
 
 from alembic import context
-from flask import current_app
 
-from settings_ui.extensions import db
-
-config = context.config
-target_metadata = db.metadata
+from settings_ui.models import Base
+from settings_ui.schema import VERSION_TABLE
 
 
-def run_migrations_online() -> None:
-    migrate = current_app.extensions["migrate"]
-    with migrate.db.engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata, **migrate.configure_args)
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
+def _ours(name: str | None, type_: str, parent_names: object) -> bool:
+    """Only settings-ui's tables: a database it shares with a product holds the product's too."""
+    return type_ != "table" or name in Base.metadata.tables
 
 
-if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata, literal_binds=True)
-    with context.begin_transaction():
-        context.run_migrations()
-else:
-    run_migrations_online()
+connection = context.config.attributes["connection"]
+# render_as_batch: SQLite can only alter a table by copying it.
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    version_table=VERSION_TABLE,
+    include_name=_ours,
+    render_as_batch=True,
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -10,14 +10,11 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import commands, crypto, operations, schema, testmail, web
-from .extensions import db
-from .instance_files import create_private_file, make_private_folder, read_or_create
+from . import commands, crypto, database, testmail, web
+from .instance_files import make_private_folder, read_or_create
 from .sending import Delivery, send_message
 
 __all__ = ["Delivery", "create_app", "send_message"]
-
-PACKAGE_ROOT = Path(__file__).resolve().parent
 
 DEFAULTS: dict[str, Any] = {
     "SMTP_TIMEOUT": 10,
@@ -61,14 +58,11 @@ def create_app(
         app.config.from_mapping(test_config)
     make_private_folder(Path(app.instance_path))
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", f"sqlite:///{Path(app.instance_path) / 'settings.db'}")
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app.config))
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = read_or_create(
             Path(app.instance_path) / "secret_key", lambda: secrets.token_urlsafe(48)
         )
 
-    db.init_app(app)
-    schema.init_app(app)
     crypto.install(app)
     testmail.init_app(app)
     commands.init_app(app)
@@ -77,31 +71,5 @@ def create_app(
         # Behind N reverse proxies: trust their X-Forwarded-For/-Proto/-Host/-Prefix, no more.
         hops = int(app.config["PROXY_FIX"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_prefix=hops)  # type: ignore[method-assign]
-
-    with app.app_context():
-        if db.engine.dialect.name == "sqlite":
-            if db.engine.url.database and db.engine.url.database != ":memory:":
-                create_private_file(Path(db.engine.url.database))
-            # WAL lets the page and the API read while a request writes. It is a property of
-            # the database file, so once is enough (not on every new connection).
-            with db.engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-        schema.upgrade_database(app)
-        operations.ensure_row()
+    database.init_app(app, app.config["SQLALCHEMY_DATABASE_URI"])
     return app
-
-
-def _engine_options(config: Any) -> dict[str, Any]:
-    """Connection pool and driver options for the configured database."""
-    uri = str(config["SQLALCHEMY_DATABASE_URI"])
-    # A statement's values can hold the encrypted password: never in an error or a log line.
-    options: dict[str, Any] = {"hide_parameters": True}
-    if ":memory:" in uri or uri in ("sqlite://", "sqlite:///"):
-        return options
-    # More pooled connections than a worker has threads: a connection opened and closed
-    # per request (the pool's overflow) costs more than the query it serves.
-    options.update(pool_size=16, max_overflow=16, pool_pre_ping=not uri.startswith("sqlite"))
-    if uri.startswith("sqlite"):
-        # The driver's busy timeout: a writer of another program waits for the lock, not fails.
-        options["connect_args"] = {"timeout": config["SQLITE_BUSY_TIMEOUT_MS"] / 1000}
-    return options

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, insert, not_, or_, select
 
-from .extensions import db
+from . import database
 from .models import AuditEvent
 
 
@@ -58,7 +58,7 @@ def add(connection: Connection, action: str, actor: Actor, detail: str = "", at:
 
 def record(action: str, actor: Actor, detail: str = "") -> None:
     """Add one event to the audit trail, in its own transaction."""
-    with db.engine.begin() as connection:
+    with database.engine().begin() as connection:
         add(connection, action, actor, detail)
 
 

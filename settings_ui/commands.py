@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.policy
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email.errors import MissingHeaderBodySeparatorDefect
 from email.parser import BytesParser
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from alembic import command as alembic_command
+from alembic.config import Config
 from cryptography.fernet import Fernet
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from werkzeug.security import generate_password_hash
 
-from . import crypto, detection, fields, operations, password_file, sending, testmail
+from . import crypto, database, detection, fields, operations, password_file, schema, sending, testmail
 from .audit import Actor
 from .instance_files import write_private
 from .operations import SettingsError
@@ -410,6 +413,40 @@ def import_command(file: Any, password_stdin: bool) -> None:
                 "(or export with --with-password)."
             ) from None
         raise _fail(error) from None
+
+
+@email_settings.group("db")
+def database_commands() -> None:
+    """The migrations of settings-ui's own tables (applied by itself at start-up)."""
+
+
+@contextlib.contextmanager
+def _alembic() -> Iterator[Config]:
+    with database.engine().connect() as connection:
+        yield schema.alembic_config(connection)
+        connection.commit()
+
+
+@database_commands.command("current")
+def database_current() -> None:
+    """Show the revision the database is at."""
+    with _alembic() as config:
+        alembic_command.current(config)
+
+
+@database_commands.command("check")
+def database_check() -> None:
+    """Fail when the models differ from the newest migration."""
+    with _alembic() as config:
+        alembic_command.check(config)
+
+
+@database_commands.command("revision")
+@click.option("-m", "--message", required=True, help="What the migration changes.")
+def database_revision(message: str) -> None:
+    """Write a new migration from the difference between the models and the database."""
+    with _alembic() as config:
+        alembic_command.revision(config, message=message, autogenerate=True)
 
 
 def init_app(app: Flask) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
 
+from . import database
 from .audit import as_utc
-from .extensions import db
 from .models import Delivery, DeliveryTotal
 from .smtp import Report, host_port
 
@@ -88,7 +88,7 @@ def record(surface: str, report: Report, recipients: Iterable[str], smtp_host: s
     now = datetime.now(UTC)
     outcome = "sent" if report.sent else "failed"
     failed_step = "" if report.sent else report.failed_step or ""
-    with db.engine.begin() as connection:
+    with database.engine().begin() as connection:
         connection.execute(
             insert(_DELIVERY).values(
                 at=now,
@@ -141,7 +141,7 @@ def _prune(connection: Connection, now: datetime) -> None:
 def status() -> Status:
     """The figures of the "Mail delivery" panel."""
     now = datetime.now(UTC)
-    with db.engine.connect() as connection:
+    with database.engine().connect() as connection:
         last_success = _last(connection, _DELIVERY.c.sent.is_(True))
         last_failure = _last(connection, _DELIVERY.c.sent.is_(False))
         counts = dict(
@@ -180,5 +180,5 @@ def _last(connection: Connection, condition: Any) -> Outcome | None:
 
 def totals() -> list[dict[str, Any]]:
     """Every running total, for /metrics."""
-    with db.engine.connect() as connection:
+    with database.engine().connect() as connection:
         return [dict(row) for row in connection.execute(select(_TOTAL)).mappings()]

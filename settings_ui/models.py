@@ -6,14 +6,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
-
-from .extensions import db
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SETTINGS_ROW_ID = 1
 
 
-class EmailSettings(db.Model):
+class Base(DeclarativeBase):
+    pass
+
+
+class EmailSettings(Base):
     """The global email settings. There is exactly one row, id 1, created with the table.
 
     ``version`` grows by one on every write; it is the ETag of the API and the
@@ -41,7 +43,7 @@ class EmailSettings(db.Model):
     updated_by: Mapped[str | None] = mapped_column(String(255), default=None)
 
 
-class AuditEvent(db.Model):
+class AuditEvent(Base):
     """One entry of the audit trail: who did what, when, from where. Never a secret value."""
 
     __tablename__ = "audit_event"
@@ -54,7 +56,7 @@ class AuditEvent(db.Model):
     detail: Mapped[str] = mapped_column(Text, default="")
 
 
-class LoginFailure(db.Model):
+class LoginFailure(Base):
     """Failed sign-ins from one client address, shared by every process of the app.
 
     ``checking_until`` is the lease of the one attempt being checked: parallel attempts
@@ -70,7 +72,7 @@ class LoginFailure(db.Model):
     checking_until: Mapped[float] = mapped_column(Float)
 
 
-class AdminSession(db.Model):
+class AdminSession(Base):
     """A signed-in admin session: the cookie proves it only while this row exists.
 
     Logging out deletes the row, so a copy of the cookie taken before stops working;
@@ -87,7 +89,7 @@ class AdminSession(db.Model):
     """Seconds since the epoch, like ``LoginFailure.last_at``."""
 
 
-class Delivery(db.Model):
+class Delivery(Base):
     """One message handed to the SMTP server (a test, sendmail, the Python API) and what became of it.
 
     Never the message, its subject, its recipients' addresses or a credential: how many recipients,
@@ -109,7 +111,7 @@ class Delivery(db.Model):
     elapsed_ms: Mapped[int] = mapped_column(Integer)
 
 
-class DeliveryTotal(db.Model):
+class DeliveryTotal(Base):
     """Running totals of deliveries for monitoring, kept when old deliveries are pruned.
 
     Per surface, outcome and failed step, the row with ``le_ms`` 0 counts them and sums their time;

@@ -21,9 +21,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from . import audit, crypto, fields, password_file, rules
+from . import audit, crypto, database, fields, password_file, rules
 from .audit import SYSTEM, Actor, Event
-from .extensions import db
 from .instance_files import open_private
 from .models import SETTINGS_ROW_ID, EmailSettings
 
@@ -365,7 +364,7 @@ def _write_transaction() -> Iterator[tuple[Connection, Row]]:
     ``BEGIN IMMEDIATE`` (for other programs writing the file) or PostgreSQL's
     ``SELECT ... FOR UPDATE``.
     """
-    engine = db.engine
+    engine = database.engine()
     with _WRITE_LOCK, _sqlite_file_lock(engine):
         try:
             with engine.connect() as connection:  # rolled back on leaving, unless committed
@@ -426,7 +425,7 @@ def describe_changes(row: Row, values: Mapping[str, Any]) -> str:
 
 def load_row() -> Row:
     """The settings row as stored, the encrypted password included (for this package only)."""
-    with db.engine.connect() as connection:
+    with database.engine().connect() as connection:
         return _read_row(connection)
 
 
@@ -441,7 +440,7 @@ def _read_row(connection: Connection) -> Row:
 def ensure_row() -> None:
     """Create the single settings row if it is missing (a new database)."""
     try:
-        with db.engine.begin() as connection:
+        with database.engine().begin() as connection:
             if connection.execute(_SELECT_ROW).first() is None:
                 connection.execute(insert(_TABLE).values(id=SETTINGS_ROW_ID, version=0, **_UNCONFIGURED_ROW))
     except IntegrityError:  # another process created it first
@@ -473,7 +472,7 @@ class PageState:
 def page_state(events: int = 10) -> PageState:
     """The stored settings, whether the password can be used, and the newest ``events``
     changes and (folded) sign-ins."""
-    with db.engine.connect() as connection:
+    with database.engine().connect() as connection:
         row = _read_row(connection)
         changes = audit.recent_changes(connection, events)
         sign_ins = audit.recent_sign_ins(connection, events)

@@ -1,4 +1,7 @@
-"""The database schema, brought up to date at start-up with Flask-Migrate's ``upgrade``.
+"""The database schema, brought up to date at start-up with Alembic.
+
+The migrations' history is kept in a version table of settings-ui's own, so a product that
+mounts settings-ui on its database keeps its own ``alembic_version`` untouched.
 
 Several processes may start together (gunicorn's workers, app servers on one PostgreSQL):
 a file lock, and on PostgreSQL an advisory lock, let one of them migrate while the others
@@ -12,32 +15,50 @@ import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 
-from flask import Flask
-from flask_migrate import stamp, upgrade
-from sqlalchemy import inspect, text
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, inspect, text
 
-from .extensions import db, migrate
 from .instance_files import make_private_folder, open_private
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "settings_ui_alembic_version"
 FIRST_REVISION = "0001"
 """The schema that databases made before migrations existed already have."""
+_OLD_VERSION_TABLE = "alembic_version"
+"""Where the standalone app recorded its revision before it had a version table of its own."""
 
 _ADVISORY_LOCK_ID = 7_420_311  # any constant shared by every process of this app
 
 
-def init_app(app: Flask) -> None:
-    # render_as_batch: SQLite can only alter a table by copying it.
-    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
+def alembic_config(connection: Connection) -> Config:
+    """Alembic's configuration for settings-ui's migrations, run on ``connection``."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
 
 
-def upgrade_database(app: Flask) -> None:
+def upgrade_database(engine: Engine, instance_path: Path) -> None:
     """Apply every pending migration, once, even with several processes starting together."""
-    with _process_lock(Path(app.instance_path) / "migrate.lock"), _database_lock():
-        tables = set(inspect(db.engine).get_table_names())
-        if "email_settings" in tables and "alembic_version" not in tables:
-            stamp(revision=FIRST_REVISION)  # made by create_all before migrations existed
-        upgrade()
+    with _process_lock(instance_path / "migrate.lock"), engine.connect() as connection, _database_lock(connection):
+        config = alembic_config(connection)
+        tables = set(inspect(connection).get_table_names())
+        if "email_settings" in tables and VERSION_TABLE not in tables:
+            command.stamp(config, _revision_reached(connection, config, tables))
+        command.upgrade(config, "head")
+        connection.commit()
+
+
+def _revision_reached(connection: Connection, config: Config, tables: set[str]) -> str:
+    """The revision of a database made before settings-ui had its own version table."""
+    if _OLD_VERSION_TABLE in tables:
+        found = connection.execute(text(f"SELECT version_num FROM {_OLD_VERSION_TABLE}")).scalar()
+        known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+        if found in known:
+            return str(found)
+    return FIRST_REVISION  # made by create_all before migrations existed
 
 
 @contextlib.contextmanager
@@ -52,14 +73,15 @@ def _process_lock(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _database_lock() -> Iterator[None]:
+def _database_lock(connection: Connection) -> Iterator[None]:
     """App servers on other hosts: PostgreSQL itself serialises the upgrade."""
-    if db.engine.dialect.name != "postgresql":
+    if connection.dialect.name != "postgresql":
         yield
         return
-    with db.engine.connect() as connection:
-        connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _ADVISORY_LOCK_ID})
-        try:
-            yield
-        finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _ADVISORY_LOCK_ID})
+    connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _ADVISORY_LOCK_ID})
+    connection.commit()
+    try:
+        yield
+    finally:
+        connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _ADVISORY_LOCK_ID})
+        connection.commit()

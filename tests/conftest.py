@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy import select
 
-from settings_ui import create_app
-from settings_ui.extensions import db
-from settings_ui.models import EmailSettings
+from settings_ui import create_app, database, schema
+from settings_ui.models import Base, EmailSettings
 
 from .helpers import CONFIGURED, skip_or_fail
 from .openapi_check import ConformingClient
@@ -57,7 +57,7 @@ def _dispose_engines() -> Iterator[None]:
     yield
     while _MADE:
         with _MADE.pop().app_context():
-            db.engine.dispose()
+            database.engine().dispose()
 
 
 def make_app(tmp_path: Path, **config: Any) -> Flask:
@@ -97,7 +97,7 @@ def database_url(kind: str, tmp_path: Path) -> str:
     engine = create_engine(url)
     with engine.begin() as connection:
         # Every table of the models (so a new one is never left behind), and the migrations' own.
-        tables = ", ".join([*(table.name for table in db.metadata.sorted_tables), "alembic_version"])
+        tables = ", ".join([*(table.name for table in Base.metadata.sorted_tables), schema.VERSION_TABLE])
         connection.execute(text(f"DROP TABLE IF EXISTS {tables} CASCADE"))
     engine.dispose()
     return url
@@ -129,9 +129,8 @@ def csrf_app(tmp_path: Path) -> Flask:
 
 def stored_row(app: Flask) -> dict[str, Any]:
     """Every column of the stored settings row, straight from the database."""
-    with app.app_context():
-        row = db.session.get(EmailSettings, 1)
-        return {column.name: getattr(row, column.name) for column in EmailSettings.__table__.columns}
+    with app.app_context(), database.engine().connect() as connection:
+        return dict(connection.execute(select(EmailSettings.__table__)).mappings().one())
 
 
 @pytest.fixture

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from bs4 import BeautifulSoup
 from flask import Flask
+from sqlalchemy import select
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.security import generate_password_hash
 
-from settings_ui.extensions import db
+from settings_ui import database
 from settings_ui.models import LoginFailure
 
 from .conftest import make_app
@@ -210,7 +211,8 @@ def test_past_ten_thousand_addresses_the_oldest_are_forgotten_first(app: Flask) 
             assert throttle.begin_check(f"192.0.2.{number}", lambda: False)
             throttle.end_check(f"192.0.2.{number}", accepted=False)
             time.sleep(0.01)
-        kept = {row.address for row in db.session.query(LoginFailure)}
+        with database.engine().connect() as connection:
+            kept = {row.address for row in connection.execute(select(LoginFailure.__table__))}
     assert kept == {f"192.0.2.{number}" for number in range(3, 8)}
 
 

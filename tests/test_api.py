@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from settings_ui.extensions import db
+from settings_ui import database
 
 from .conftest import make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD, PUBLIC_KEYS, UNCONFIGURED, assert_error, call, shown
@@ -317,9 +317,8 @@ def test_a_wrong_method_is_405_in_the_envelope(
 def test_an_unexpected_failure_is_500_in_the_envelope_without_a_traceback(
     app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with app.app_context():  # a real fault: the table is gone
-        db.session.execute(text("DROP TABLE email_settings"))
-        db.session.commit()
+    with app.app_context(), database.engine().begin() as connection:  # a real fault: the table is gone
+        connection.execute(text("DROP TABLE email_settings"))
     response = call(client, "show")
     error = assert_error(response, 500, "unexpected error")
     assert "Traceback" not in response.get_data(as_text=True)
@@ -329,9 +328,8 @@ def test_an_unexpected_failure_is_500_in_the_envelope_without_a_traceback(
 
 def test_a_missing_settings_row_is_made_again_as_unconfigured(app: Flask, client: FlaskClient) -> None:
     def remove_the_row() -> None:  # behind the app's back
-        with app.app_context():
-            db.session.execute(text("DELETE FROM email_settings"))
-            db.session.commit()
+        with app.app_context(), database.engine().begin() as connection:
+            connection.execute(text("DELETE FROM email_settings"))
 
     call(client, "edit", {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "a@example.com"})
     remove_the_row()
@@ -349,11 +347,10 @@ def test_a_failing_write_logs_no_stored_value(tmp_path: Path, caplog: pytest.Log
     call(client, "edit", {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "a@example.com"})
     call(client, "edit", {"username": "mailer", "password": "the-old-secret"})
     before = stored_row(app)
-    with app.app_context():  # a real fault at the UPDATE, whose values include the encrypted password
-        db.session.execute(
+    with app.app_context(), database.engine().begin() as connection:  # a real fault at the UPDATE
+        connection.execute(
             text("CREATE TRIGGER refuse BEFORE UPDATE ON email_settings BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
         )
-        db.session.commit()
     response = call(client, "edit", {"smtp_host": "relay.example.org", "password": EXAMPLE_PASSWORD})
     assert_error(response, 500, "unexpected error")
     assert "disk says no" in caplog.text  # the operator learns what failed

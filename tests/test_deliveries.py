@@ -12,8 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, insert, select
 
 import settings_ui
-from settings_ui import deliveries
-from settings_ui.extensions import db
+from settings_ui import database, deliveries
 from settings_ui.models import Delivery
 
 from .helpers import call, page
@@ -74,13 +73,13 @@ def test_a_failed_test_email_does_not_say_mail_is_failing(client: FlaskClient) -
 
 
 def _rows(app: Flask) -> int:
-    with app.app_context(), db.engine.connect() as connection:
+    with app.app_context(), database.engine().connect() as connection:
         return connection.execute(select(func.count()).select_from(Delivery.__table__)).scalar_one()
 
 
 def test_deliveries_older_than_30_days_are_pruned_on_write(app: Flask) -> None:
     old = datetime.now(UTC) - timedelta(days=deliveries.KEEP_DAYS, minutes=1)
-    with app.app_context(), db.engine.begin() as connection:
+    with app.app_context(), database.engine().begin() as connection:
         row = {"surface": "python", "recipients": 1, "sent": True, "temporary": False, "failed_step": ""}
         row |= {"cause": "", "fix": "", "server": "old.example.com:25", "elapsed_ms": 5}
         connection.execute(insert(Delivery.__table__).values(at=old, **row))

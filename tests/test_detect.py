@@ -20,8 +20,7 @@ import trustme
 from flask import Flask
 from flask.testing import FlaskClient
 
-from settings_ui import audit
-from settings_ui.extensions import db
+from settings_ui import audit, database
 
 from .conftest import make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page
@@ -284,7 +283,7 @@ def test_each_detect_is_in_the_audit_trail_without_the_password(
 ) -> None:
     with tls_server(certificates.server, authenticator=Authenticator("mailer", EXAMPLE_PASSWORD)) as (port, _):
         detect(client, [port], username="mailer", password=EXAMPLE_PASSWORD)
-    with app.app_context(), db.engine.connect() as connection:
+    with app.app_context(), database.engine().connect() as connection:
         [event] = audit.recent_changes(connection, 1)
     assert event.action == "settings detected"
     assert f"{HOST}: {port} TLS; sign-in ok" in event.detail

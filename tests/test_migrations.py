@@ -13,8 +13,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from settings_ui import schema
-from settings_ui.extensions import db
+from settings_ui import database, schema
+from settings_ui.models import Base
 
 from .conftest import make_app
 from .helpers import call
@@ -24,7 +24,7 @@ from .processes import PROJECT
 def _script_directory() -> ScriptDirectory:
     from alembic.config import Config
 
-    config = Config(str(schema.MIGRATIONS_DIR / "alembic.ini"))
+    config = Config()
     config.set_main_option("script_location", str(schema.MIGRATIONS_DIR))
     return ScriptDirectory.from_config(config)
 
@@ -51,8 +51,8 @@ INSERT INTO audit_event VALUES (1, '2026-11-01 10:00:00.000000', 'local', '127.0
 
 
 def _revision(app: object) -> str | None:
-    with app.app_context(), db.engine.connect() as connection:  # type: ignore[attr-defined]
-        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    with app.app_context(), database.engine().connect() as connection:  # type: ignore[attr-defined]
+        return connection.execute(text(f"SELECT version_num FROM {schema.VERSION_TABLE}")).scalar()
 
 
 def test_an_empty_database_is_migrated_to_the_head(tmp_path: Path) -> None:
@@ -76,11 +76,23 @@ def test_a_database_made_by_the_first_schema_is_upgraded_with_its_data(tmp_path:
         assert connection.execute("SELECT count(*) FROM audit_event").fetchone()[0] == 2
 
 
+def test_a_database_that_recorded_its_revision_in_alembic_version_keeps_it(tmp_path: Path) -> None:
+    """Before settings-ui had a version table of its own, the standalone app used Alembic's default."""
+    make_app(tmp_path)
+    with sqlite3.connect(tmp_path / "settings.db") as connection:
+        connection.execute(f"ALTER TABLE {schema.VERSION_TABLE} RENAME TO alembic_version")
+    app = make_app(tmp_path)
+    assert _revision(app) == HEAD
+    assert call(app.test_client(), "show").status_code == 200
+
+
 def test_the_models_match_the_migrations(tmp_path: Path) -> None:
     app = make_app(tmp_path)
-    with app.app_context(), db.engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection), db.metadata)
-    assert differences == [], "the models changed without a migration: run `flask --app app db migrate`"
+    with app.app_context(), database.engine().connect() as connection:
+        differences = compare_metadata(
+            MigrationContext.configure(connection, opts={"version_table": schema.VERSION_TABLE}), Base.metadata
+        )
+    assert differences == [], "the models changed without a migration: run `flask --app app email-settings db revision`"
 
 
 def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
@@ -94,7 +106,7 @@ def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
         _, errors = process.communicate(timeout=60)
         assert process.returncode == 0, errors.decode()
     with sqlite3.connect(tmp_path / "shared.db") as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
+        assert connection.execute("SELECT version_num FROM settings_ui_alembic_version").fetchall() == [(HEAD,)]
         assert connection.execute("SELECT count(*) FROM email_settings").fetchone()[0] == 1
 
 
@@ -102,7 +114,7 @@ def test_the_migration_commands_work_through_the_flask_cli(tmp_path: Path) -> No
     make_app(tmp_path)
     environment = {**os.environ, "SETTINGS_UI_INSTANCE_PATH": str(tmp_path / "instance")}
     environment["SETTINGS_UI_SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'settings.db'}"
-    flask = [sys.executable, "-m", "flask", "--app", "app", "db"]
+    flask = [sys.executable, "-m", "flask", "--app", "app", "email-settings", "db"]
     current = subprocess.run([*flask, "current"], cwd=PROJECT, env=environment, capture_output=True, text=True)
     assert current.returncode == 0, current.stderr
     assert f"{HEAD} (head)" in current.stdout

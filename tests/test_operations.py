@@ -18,8 +18,7 @@ from flask.testing import FlaskCliRunner
 from sqlalchemy import text
 from werkzeug.security import generate_password_hash
 
-from settings_ui import crypto
-from settings_ui.extensions import db
+from settings_ui import crypto, database
 
 from .conftest import make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD, call, post_json
@@ -50,9 +49,8 @@ def test_healthz_answers_remote_probes_in_loopback_only_mode(client: Any) -> Non
 
 
 def test_healthz_reports_a_broken_database(app: Flask, client: Any) -> None:
-    with app.app_context():
-        db.session.execute(text("DROP TABLE email_settings"))
-        db.session.commit()
+    with app.app_context(), database.engine().begin() as connection:
+        connection.execute(text("DROP TABLE email_settings"))
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["status"] == "unavailable"

@@ -11,8 +11,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 
-from settings_ui import crypto
-from settings_ui.extensions import db
+from settings_ui import crypto, database
 
 from .conftest import make_app, stored_row, tracked
 from .helpers import EXAMPLE_PASSWORD, call, shown
@@ -34,9 +33,9 @@ def test_the_database_file_holds_no_plaintext_password(tmp_path: Path, configure
 
 
 def test_the_database_uses_wal_and_a_busy_timeout(app: Flask) -> None:
-    with app.app_context():
-        assert db.session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert db.session.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
+    with app.app_context(), database.engine().connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
 
 
 def test_a_secret_key_is_generated_once_readable_by_the_owner_only(tmp_path: Path) -> None:

@@ -14,11 +14,11 @@ from bs4 import BeautifulSoup
 from cryptography.fernet import Fernet
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
-from settings_ui import crypto
+from settings_ui import crypto, database
 from settings_ui.cli import main as cli_main
-from settings_ui.extensions import db
 
 from .conftest import make_app, stored_row
 from .helpers import ADMIN, ADMIN_HASH, ADMIN_PASSWORD, EXAMPLE_PASSWORD, assert_error, basic, call
@@ -427,8 +427,8 @@ def test_the_password_never_reaches_the_log(
     captured = capfd.readouterr()
     assert EXAMPLE_PASSWORD not in caplog.text
     assert EXAMPLE_PASSWORD not in captured.out + captured.err
-    with admin_app.app_context():
+    with admin_app.app_context(), database.engine().connect() as connection:
         from settings_ui.models import AuditEvent
 
-        for event in db.session.scalars(db.select(AuditEvent)):
+        for event in connection.execute(select(AuditEvent.__table__)):
             assert EXAMPLE_PASSWORD not in f"{event.actor} {event.detail}"

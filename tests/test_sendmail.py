@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from settings_ui.extensions import db
+from settings_ui import database
 
 from .conftest import make_app
 from .helpers import EXAMPLE_PASSWORD, call
@@ -166,7 +166,7 @@ def test_the_database_keeps_no_recipient_subject_or_password_after_sends(app: Fl
         configure(app, port, username="mailer", password=EXAMPLE_PASSWORD)
         assert sendmail(app, "-t").returncode == 0
     with app.app_context():
-        db.engine.dispose()  # everything on disk, WAL included
+        database.engine().dispose()  # everything on disk, WAL included
     stored = b"".join(path.read_bytes() for path in tmp_path.glob("settings.db*"))
     assert stored  # the database is there to be searched
     sent = [b"liam@example.net", b"alice@example.net", b"carol@example.net", b"Quarterly report"]

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from settings_ui.extensions import db
+from settings_ui import database
 
 from .conftest import LiveServer, make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page, post_json, post_json_with_headers
@@ -137,7 +137,7 @@ def test_a_dry_run_checks_sender_and_recipient_and_delivers_nothing(app: Flask, 
     assert handler.received == [] and handler.resets == 1  # nothing delivered; the envelope reset
     from settings_ui import audit
 
-    with app.app_context(), db.engine.connect() as connection:
+    with app.app_context(), database.engine().connect() as connection:
         [event, *_] = audit.recent_changes(connection, 1)
     assert event.action == "test email checked (not sent)"
 
@@ -424,7 +424,7 @@ def test_tests_are_in_the_audit_trail(app: Flask, client: FlaskClient) -> None:
     send(client)
     from settings_ui import audit
 
-    with app.app_context(), db.engine.connect() as connection:
+    with app.app_context(), database.engine().connect() as connection:
         events = audit.recent_changes(connection, 5)
     assert events[0].action == "test email failed" and "connect" in events[0].detail
     assert events[2].action == "test email sent" and RECIPIENT in events[2].detail

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from flask import Flask, current_app, render_template, request
 from flask.typing import ResponseReturnValue
-from flask_wtf.csrf import CSRFError
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from ..extensions import csrf
 from . import api, auth, headers, health, metrics, openapi, pages
 from .envelope import http_error, is_api_path
 
@@ -26,7 +25,7 @@ def init_app(app: Flask) -> None:
     metrics.init_app(app)  # first: its clock starts before anything else runs
     headers.init_app(app)  # first: a request for another host name or from another site runs nothing
     auth.init_app(app)  # before CSRF, so an unauthorised client learns nothing else first
-    csrf.init_app(app)
+    csrf = CSRFProtect(app)
     for blueprint in (pages.bp, api.bp, openapi.bp, health.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api.bp)  # JSON-only content type and credentials protect the API instead

@@ -40,9 +40,8 @@ from werkzeug.wrappers import Response
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import InputRequired
 
-from .. import audit
+from .. import audit, database
 from ..audit import Actor
-from ..extensions import db
 from ..models import AdminSession, LoginFailure
 from ..rules import is_loopback
 from .envelope import is_api_path
@@ -113,7 +112,7 @@ class LoginThrottle:
         give_up = time.monotonic() + self.patience_seconds
         while True:
             now = time.time()
-            with db.engine.connect() as connection:
+            with database.engine().connect() as connection:
                 row = connection.execute(select(_FAILURES).where(_FAILURES.c.address == address)).first()
             if row is not None and (wait := self._wait(row.failures, row.last_at, now)):
                 raise _too_many(wait)
@@ -132,7 +131,7 @@ class LoginThrottle:
         if accepted:
             self.reset(address)
             return
-        with db.engine.begin() as connection:
+        with database.engine().begin() as connection:
             connection.execute(
                 update(_FAILURES)
                 .where(_FAILURES.c.address == address)
@@ -140,7 +139,7 @@ class LoginThrottle:
             )
 
     def reset(self, address: str) -> None:
-        with db.engine.begin() as connection:
+        with database.engine().begin() as connection:
             connection.execute(delete(_FAILURES).where(_FAILURES.c.address == address))
 
     def _wait(self, failures: int, last_at: float, now: float) -> float:
@@ -152,7 +151,7 @@ class LoginThrottle:
     def _take_lease(self, address: str, row: Any, now: float) -> bool:
         until = now + self.lease_seconds
         try:
-            with db.engine.begin() as connection:
+            with database.engine().begin() as connection:
                 if row is None:
                     values = {"address": address, "failures": 0, "last_at": now, "checking_until": until}
                     connection.execute(insert(_FAILURES).values(**values))
@@ -340,7 +339,7 @@ def _password_fingerprint() -> str:
 def _start_admin_session() -> None:
     token = secrets.token_urlsafe(32)
     now = time.time()
-    with db.engine.begin() as connection:
+    with database.engine().begin() as connection:
         ended = now - float(current_app.config["SESSION_ABSOLUTE_LIFETIME"])
         connection.execute(delete(_SESSIONS).where(_SESSIONS.c.created_at < ended))
         connection.execute(
@@ -357,7 +356,7 @@ def _start_admin_session() -> None:
 def _end_admin_session() -> None:
     token = session.pop(_SESSION_KEY, None)
     if isinstance(token, str):
-        with db.engine.begin() as connection:
+        with database.engine().begin() as connection:
             connection.execute(delete(_SESSIONS).where(_SESSIONS.c.id == _session_id(token)))
 
 
@@ -371,7 +370,7 @@ def _load_user(user_id: str) -> Admin | None:
         return None
     if not hmac.compare_digest(user_id.encode(), expected.encode()):
         return None
-    with db.engine.connect() as connection:
+    with database.engine().connect() as connection:
         row = connection.execute(select(_SESSIONS).where(_SESSIONS.c.id == _session_id(token))).first()
     live = (
         row is not None

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..extensions import db
+from .. import database
 from ..models import SETTINGS_ROW_ID, EmailSettings
 
 bp = Blueprint("health", __name__)
@@ -16,7 +16,7 @@ _ROW_EXISTS = select(EmailSettings.id).where(EmailSettings.id == SETTINGS_ROW_ID
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     try:
-        with db.engine.connect() as connection:
+        with database.engine().connect() as connection:
             found = connection.execute(_ROW_EXISTS).first()
     except SQLAlchemyError as error:
         current_app.logger.error("Health check: the database is unavailable: %s", type(error).__name__)

@@ -1,0 +1,59 @@
+"""The database of settings-ui: an engine of its own, its own tables and its own migration history.
+
+settings-ui may live inside a product that has its own Flask-SQLAlchemy (only one can be
+registered on an app) and its own Alembic history, so it keeps a plain SQLAlchemy engine on the
+app (``app.extensions``) and records its migrations in a version table of its own. Every query
+is a Core statement on a connection from :func:`engine`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import Engine, create_engine
+
+from . import schema
+from .instance_files import create_private_file
+
+_ENGINE = "settings_ui.engine"
+
+
+def init_app(app: Flask, uri: str) -> None:
+    """Connect to ``uri``, bring the tables up to date and make sure the settings row exists."""
+    engine = create_engine(uri, **_engine_options(uri, app.config))
+    app.extensions[_ENGINE] = engine
+    if engine.dialect.name == "sqlite":
+        if engine.url.database and engine.url.database != ":memory:":
+            create_private_file(Path(engine.url.database))
+        # WAL lets the page and the API read while a request writes. It is a property of
+        # the database file, so once is enough (not on every new connection).
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+    schema.upgrade_database(engine, Path(app.instance_path))
+    from .operations import ensure_row  # operations reads through this module
+
+    with app.app_context():
+        ensure_row()
+
+
+def engine() -> Engine:
+    """The current app's settings-ui engine."""
+    found: Engine = current_app.extensions[_ENGINE]
+    return found
+
+
+def _engine_options(uri: str, config: Any) -> dict[str, Any]:
+    """Connection pool and driver options for the configured database."""
+    # A statement's values can hold the encrypted password: never in an error or a log line.
+    options: dict[str, Any] = {"hide_parameters": True}
+    if ":memory:" in uri or uri in ("sqlite://", "sqlite:///"):
+        return options
+    # More pooled connections than a worker has threads: a connection opened and closed
+    # per request (the pool's overflow) costs more than the query it serves.
+    options.update(pool_size=16, max_overflow=16, pool_pre_ping=not uri.startswith("sqlite"))
+    if uri.startswith("sqlite"):
+        # The driver's busy timeout: a writer of another program waits for the lock, not fails.
+        options["connect_args"] = {"timeout": config["SQLITE_BUSY_TIMEOUT_MS"] / 1000}
+    return options
