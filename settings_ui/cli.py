@@ -7,7 +7,7 @@ import argparse
 from flask import Flask
 
 from .rules import is_loopback
-from .web.auth import admin_configured
+from .sign_in import admin_configured
 
 
 def main(app: Flask, argv: list[str] | None = None) -> None:
@@ -15,7 +15,7 @@ def main(app: Flask, argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     args = parser.parse_args(argv)
-    if not admin_configured(app) and not is_loopback(args.host):
+    if not admin_configured(app.config) and not is_loopback(args.host):
         parser.exit(
             2,
             f"Refusing to listen on {args.host}: no admin account is configured, so anyone on the network "

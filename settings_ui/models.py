@@ -15,7 +15,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class EmailSettings(Base):
+class SettingsRow(Base):
     """The global email settings. There is exactly one row, id 1, created with the table.
 
     ``version`` grows by one on every write; it is the ETag of the API and the

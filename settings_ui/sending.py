@@ -13,15 +13,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.parser import BytesParser
 from email.policy import SMTP, SMTPUTF8
-from email.utils import format_datetime, getaddresses, make_msgid
-from typing import Any
+from email.policy import default as default_policy
+from email.utils import format_datetime, formataddr, getaddresses, make_msgid
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
 from . import deliveries, rules, smtp, testmail
 from .operations import SettingsError
 from .smtp.conversation import Step
+
+if TYPE_CHECKING:
+    from flask_mail import Message as FlaskMailMessage
 
 
 class UnusableMessageError(ValueError):
@@ -46,21 +51,42 @@ class Delivery:
         return next((step.name for step in self.steps if not step.ok), None)
 
 
-def send_message(message: EmailMessage, *, app: Flask | None = None) -> Delivery:
+def send_message(message: EmailMessage | FlaskMailMessage, *, app: Flask | None = None) -> Delivery:
     """Send ``message`` through the stored email settings; never raises for an SMTP problem.
 
-    The recipients are its To, Cc and Bcc (Bcc is not sent along). A missing From gets the
-    settings' ``from_email``; a missing Date or Message-ID is added. ``app`` is the settings-ui
-    app to use when no application context is active.
+    ``message`` is the standard library's :class:`~email.message.EmailMessage` or Flask-Mail's
+    ``Message``. The recipients are its To, Cc and Bcc (Bcc is not sent along). A missing From gets
+    the settings' ``from_email``; a missing Date or Message-ID is added. ``app`` is the app that
+    mounts settings-ui, for use when no application context is active.
     """
     if app is not None:
         with app.app_context():
             return send_message(message)
     try:
-        # A copy: the caller's message keeps its Bcc, and gets no headers of ours.
-        return deliver(copy.deepcopy(message), [], take_recipients_from_headers=True, surface="python")
+        if isinstance(message, EmailMessage):
+            # A copy: the caller's message keeps its Bcc, and gets no headers of ours.
+            return deliver(copy.deepcopy(message), [], take_recipients_from_headers=True, surface="python")
+        converted, recipients = _from_flask_mail(message)
+        return deliver(converted, recipients, take_recipients_from_headers=False, surface="python")
     except UnusableMessageError as problem:
         return Delivery(False, f"The message was not sent: {problem}")
+
+
+def _from_flask_mail(message: FlaskMailMessage) -> tuple[EmailMessage, list[str]]:
+    """A Flask-Mail message as the standard library's (Flask-Mail builds it without Bcc), and its
+    recipients: To, Cc, then Bcc."""
+    placeholder = not message.sender
+    if placeholder:  # Flask-Mail needs a sender to build the message; from_email takes its place
+        message = copy.copy(message)
+        message.sender = "sender@invalid"
+    built = BytesParser(EmailMessage, policy=default_policy).parsebytes(message.as_bytes())
+    if placeholder:
+        del built["From"]
+    listed = [
+        formataddr(entry) if isinstance(entry, tuple) else entry
+        for entry in (*message.recipients, *message.cc, *message.bcc)
+    ]
+    return built, [address for _name, address in getaddresses(listed)]
 
 
 def deliver(

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import select
 
 from settings_ui import create_app, database, schema
-from settings_ui.models import Base, EmailSettings
+from settings_ui.models import Base, SettingsRow
 
 from .helpers import CONFIGURED, skip_or_fail
 from .openapi_check import ConformingClient
@@ -130,7 +130,7 @@ def csrf_app(tmp_path: Path) -> Flask:
 def stored_row(app: Flask) -> dict[str, Any]:
     """Every column of the stored settings row, straight from the database."""
     with app.app_context(), database.engine().connect() as connection:
-        return dict(connection.execute(select(EmailSettings.__table__)).mappings().one())
+        return dict(connection.execute(select(SettingsRow.__table__)).mappings().one())
 
 
 @pytest.fixture

@@ -8,16 +8,16 @@ traceback ever answers an API call.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Blueprint, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from .. import deliveries, detection, operations, testmail
 from ..operations import BusySettingsError, SettingsError, StaleSettingsError
 from ..testmail import TooManyTestsError
 from .auth import actor
-from .envelope import API_PREFIX, error_response, success_response
+from .envelope import API_PREFIX, api_calls, error_response, success_response
 
 bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
 
@@ -151,3 +151,16 @@ def detect() -> Response:
 def status() -> Response:
     _no_params()
     return success_response(deliveries.status().as_dict())
+
+
+# Any other path or method under the API's prefix is answered here, so that it too gets the
+# envelope: the app's own 404 and 405 pages (a product's, when mounted) are not the API's.
+_EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@bp.route("/", defaults={"name": ""}, methods=_EVERY_METHOD, strict_slashes=False)
+@bp.route("/<path:name>", methods=_EVERY_METHOD)
+def no_such_call(name: str) -> NoReturn:
+    if request.path in api_calls():
+        raise MethodNotAllowed(valid_methods=["POST"])
+    raise NotFound()

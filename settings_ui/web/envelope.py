@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, jsonify
+from flask import Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 API_PREFIX = "/email-settings"
@@ -16,8 +16,18 @@ _HTTP_MESSAGES = {
 }
 
 
-def is_api_path(path: str) -> bool:
-    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
+API_BLUEPRINT = "settings_ui.api"
+
+
+def in_api() -> bool:
+    """Whether the current request is one to the API (whose answers are all in the envelope)."""
+    return API_BLUEPRINT in request.blueprints
+
+
+def api_calls() -> list[str]:
+    """The API's calls, as paths (under the prefix settings-ui is mounted at)."""
+    rules = current_app.url_map.iter_rules()
+    return sorted(rule.rule for rule in rules if rule.endpoint.startswith(API_BLUEPRINT + ".") and not rule.arguments)
 
 
 def success_response(result: Any, etag: str | None = None) -> Response:
@@ -46,8 +56,7 @@ def http_error(error: HTTPException) -> Response:
     elif status == 413:
         message = f"The request body is larger than the limit of {current_app.config['MAX_CONTENT_LENGTH']} bytes."
     elif status == 404:
-        calls = sorted(rule.rule for rule in current_app.url_map.iter_rules() if rule.endpoint.startswith("api."))
-        message = f"There is no such API call. The calls are: {', '.join(calls)}."
+        message = f"There is no such API call. The calls are: {', '.join(api_calls())}."
     else:
         message = _HTTP_MESSAGES.get(status, error.name)
     response = error_response(status, message)

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import BadRequest, Forbidden
 
-from .auth import admin_configured
+from ..sign_in import admin_configured
+from .envelope import in_api
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 """What ``TRUSTED_HOSTS`` is while no admin is configured (on any port)."""
@@ -39,10 +40,10 @@ _NOT_STORED = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 _HTTPS_ONLY = [("Strict-Transport-Security", "max-age=31536000")]
 
 
-def _add_headers(response: Response) -> Response:
+def add_headers(response: Response) -> Response:
     for name, value in _ALWAYS:
         response.headers[name] = value
-    if request.endpoint != "static":
+    if request.endpoint != "settings_ui.static":
         for name, value in _NOT_STORED:
             response.headers[name] = value
     if request.scheme == "https":
@@ -75,22 +76,22 @@ def _configured_hosts(app: Flask) -> list[str] | None:
     loopback names without an admin account, any name with one (its login protects it)."""
     configured = app.config.get("TRUSTED_HOSTS")
     if configured is None:
-        return None if admin_configured(app) else list(LOOPBACK_HOSTS)
+        return None if admin_configured(app.config) else list(LOOPBACK_HOSTS)
     if isinstance(configured, str):
         return [name.strip() for name in configured.split(",") if name.strip()]
     return list(configured)
 
 
-def _refuse_untrusted_requests() -> None:
+def refuse_untrusted_requests() -> None:
     """Runs before everything else: an unknown ``Host`` gets 400, a cross-site API call 403."""
-    trusted = current_app.extensions["settings_ui.trusted_hosts"]
-    if not host_is_trusted(request.host, trusted):
+    checks_hosts, trusted = current_app.extensions["settings_ui.trusted_hosts"]
+    if checks_hosts and not host_is_trusted(request.host, trusted):
         names = ", ".join(trusted or ())
         raise BadRequest(
             f"This server does not answer to the name {request.host!r}; it answers to: {names}. "
             "Use one of those, or add the name to TRUSTED_HOSTS."
         )
-    if request.blueprint == "api" and _cross_site():
+    if in_api() and _cross_site():
         raise Forbidden(
             "API calls from another site's web page are refused. Call the API from a script, or use the settings page."
         )
@@ -106,12 +107,7 @@ def _cross_site() -> bool:
     return origin == "null" or parts.scheme != request.scheme or parts.netloc.lower() != request.host.lower()
 
 
-def init_app(app: Flask) -> None:
-    """Call before any other ``before_request`` hook is registered: nothing else runs for a
-    refused request."""
-    # Flask reads TRUSTED_HOSTS too, with werkzeug's matcher, which cannot match "[::1]"
-    # (and after the before_request hooks): the list is applied here, by our check alone.
-    app.extensions["settings_ui.trusted_hosts"] = _configured_hosts(app)
-    app.config["TRUSTED_HOSTS"] = None
-    app.before_request(_refuse_untrusted_requests)
-    app.after_request(_add_headers)
+def init_app(app: Flask, *, checks_hosts: bool) -> None:
+    """``checks_hosts``: whether settings-ui applies ``TRUSTED_HOSTS`` itself (with its own sign-in;
+    a product that decides who gets in decides which names it answers to)."""
+    app.extensions["settings_ui.trusted_hosts"] = (checks_hosts, _configured_hosts(app))

@@ -7,10 +7,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import database
-from ..models import SETTINGS_ROW_ID, EmailSettings
+from ..models import SETTINGS_ROW_ID, SettingsRow
 
 bp = Blueprint("health", __name__)
-_ROW_EXISTS = select(EmailSettings.id).where(EmailSettings.id == SETTINGS_ROW_ID)
+_ROW_EXISTS = select(SettingsRow.id).where(SettingsRow.id == SETTINGS_ROW_ID)
 
 
 @bp.get("/healthz")

@@ -70,18 +70,16 @@ def init_app(app: Flask) -> None:
             registry=registry,
         ),
     }
-    app.before_request(_start)
-    app.after_request(_count)
-    app.register_blueprint(bp)
 
 
-def _start() -> None:
+def start() -> None:
     g.metrics_started = time.perf_counter()
 
 
-def _count(response: Response) -> Response:
+def count(response: Response) -> Response:
     started = g.pop("metrics_started", None)
-    endpoint = request.endpoint or "unknown"
+    # The endpoint within settings-ui ("api.edit"), whatever the app mounted it as.
+    endpoint = (request.endpoint or "unknown").removeprefix("settings_ui.")
     metrics = current_app.extensions["settings_ui.metrics"]
     metrics["requests"].labels(endpoint, request.method, str(response.status_code)).inc()
     if started is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, url_for
 
 from .. import fields, rules
 from ..deliveries import SURFACES
@@ -444,4 +444,5 @@ def document() -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    return jsonify(document())
+    # The API's paths are relative to where the app mounted settings-ui.
+    return jsonify({**document(), "servers": [{"url": url_for("settings_ui.pages.settings_page")}]})
