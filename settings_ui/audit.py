@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, insert, not_, or_, select
 
 from . import database
-from .models import AuditEvent
+from .models import AuditEvent, table
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Event:
 SIGN_IN_ACTIONS = ("signed in", "signed out", "sign-in failed", "API sign-in failed")
 """Actions about who got in, shown apart from the settings' own history."""
 
-_EVENTS = AuditEvent.__table__
+_EVENTS = table(AuditEvent)
 _IS_SIGN_IN = or_(*(_EVENTS.c.action == action for action in SIGN_IN_ACTIONS))
 _CHANGES = select(_EVENTS).where(not_(_IS_SIGN_IN)).order_by(_EVENTS.c.id.desc())
 _SIGN_INS = select(_EVENTS).where(_IS_SIGN_IN).order_by(_EVENTS.c.id.desc())

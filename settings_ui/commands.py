@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from email.errors import MissingHeaderBodySeparatorDefect
+from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 from typing import Any, NoReturn
@@ -57,7 +58,7 @@ def rotate_key() -> None:
     dropped once the password is re-encrypted. With SETTINGS_ENCRYPTION_KEY set, put
     the new key first in that list, run this, then remove the old key.
     """
-    app = current_app._get_current_object()
+    app = current_app
     problem = operations.stored_password_problem()
     if problem:
         raise click.ClickException(problem)
@@ -273,8 +274,8 @@ def sendmail_command(
     """Send the RFC 5322 message on standard input through the stored settings (a sendmail-compatible
     subset). Exit 0 when accepted, 75 on a temporary failure, 69 on a permanent one, 65 for a message
     that cannot be sent as given, 78 when the settings are incomplete."""
-    data = click.get_binary_stream("stdin").read()
-    message = BytesParser(policy=email.policy.default).parsebytes(data)
+    data = sys.stdin.buffer.read()
+    message = BytesParser(EmailMessage, policy=email.policy.default).parsebytes(data)
     if (
         not data.strip()
         or not message.keys()
@@ -283,7 +284,7 @@ def sendmail_command(
         _exit(EX_DATAERR, "The message on standard input cannot be parsed as an email (RFC 5322): nothing was sent.")
     try:
         delivery = sending.deliver(
-            message,  # type: ignore[arg-type]
+            message,
             recipients,
             take_recipients_from_headers=from_headers,
             envelope_sender=envelope_sender,

@@ -41,7 +41,8 @@ def key_file(app: Flask) -> Path:
 
 
 def _cipher() -> MultiFernet:
-    return current_app.extensions["settings_ui.cipher"]
+    cipher: MultiFernet = current_app.extensions["settings_ui.cipher"]
+    return cipher
 
 
 def install(app: Flask) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import database
 from .audit import as_utc
-from .models import Delivery, DeliveryTotal
+from .models import Delivery, DeliveryTotal, table
 from .smtp import Report, host_port
 
 SURFACES = ("test", "sendmail", "python")
@@ -31,8 +31,8 @@ BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10_000, 30_000)
 _INFINITY = -1
 _COUNT_ROW = 0
 
-_DELIVERY = Delivery.__table__
-_TOTAL = DeliveryTotal.__table__
+_DELIVERY = table(Delivery)
+_TOTAL = table(DeliveryTotal)
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def status() -> Status:
     with database.engine().connect() as connection:
         last_success = _last(connection, _DELIVERY.c.sent.is_(True))
         last_failure = _last(connection, _DELIVERY.c.sent.is_(False))
-        counts = dict(
+        counts: dict[bool, int] = dict(
             connection.execute(
                 select(_DELIVERY.c.sent, func.count())
                 .where(_DELIVERY.c.at >= now - timedelta(hours=24))

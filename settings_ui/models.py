@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Float, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SETTINGS_ROW_ID = 1
@@ -13,6 +13,11 @@ SETTINGS_ROW_ID = 1
 
 class Base(DeclarativeBase):
     pass
+
+
+def table(model: type[Base]) -> Table:
+    """``model``'s table, for Core statements (``__table__`` is only a FromClause to a type checker)."""
+    return Base.metadata.tables[model.__tablename__]
 
 
 class SettingsRow(Base):

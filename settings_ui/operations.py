@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from . import audit, crypto, database, fields, password_file, rules
 from .audit import SYSTEM, Actor, Event
 from .instance_files import open_private
-from .models import SETTINGS_ROW_ID, SettingsRow
+from .models import SETTINGS_ROW_ID, SettingsRow, table
 
 SERVER_IDENTITY = ("smtp_host", "smtp_port", "encryption", "username")
 """The stored password is bound to these: it is only ever sent where they point (stored normalized,
@@ -36,7 +36,7 @@ SECRET_IDENTITY = ("oauth2_token_url", "oauth2_client_id")
 Row = dict[str, Any]
 """The settings row as read from the database, column by column."""
 
-_TABLE = SettingsRow.__table__
+_TABLE = table(SettingsRow)
 _SELECT_ROW = select(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID)
 _LOCK_ROW = _SELECT_ROW.with_for_update()
 # Built once, with the values given at execution: SQLAlchemy then finds the compiled form in
@@ -218,7 +218,7 @@ def check_type(value: Any, expected: type) -> None:
     # bool is a subclass of int in Python, but true is not a port number.
     if type(value) is not expected:
         raise ValueError(f"must be {_TYPE_NAMES[expected]}, not {json_type_name(value)}")
-    if expected is str:
+    if isinstance(value, str):
         rules.check_no_control_characters(value)
 
 

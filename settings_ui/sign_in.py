@@ -20,10 +20,10 @@ from werkzeug.exceptions import TooManyRequests
 from werkzeug.security import check_password_hash
 
 from . import database
-from .models import AdminSession, LoginFailure
+from .models import AdminSession, LoginFailure, table
 
-_FAILURES = LoginFailure.__table__
-_SESSIONS = AdminSession.__table__
+_FAILURES = table(LoginFailure)
+_SESSIONS = table(AdminSession)
 
 
 def admin_configured(config: Any = None) -> bool:
@@ -103,7 +103,7 @@ class LoginThrottle:
     def _wait(self, failures: int, last_at: float, now: float) -> float:
         if failures < self.free_failures:
             return 0.0
-        delay = min(self.base_seconds * 2 ** (failures - self.free_failures), self.max_seconds)
+        delay = min(self.base_seconds * 2.0 ** (failures - self.free_failures), self.max_seconds)
         return max(0.0, last_at + delay - now)
 
     def _take_lease(self, address: str, row: Any, now: float) -> bool:
@@ -149,7 +149,7 @@ class Credentials:
     def _digest(self, username: str, password: str) -> bytes:
         password_hash = str(current_app.config.get("ADMIN_PASSWORD_HASH") or "")
         return hmac.new(
-            (current_app.secret_key or "").encode() + password_hash.encode(),
+            str(current_app.secret_key or "").encode() + password_hash.encode(),
             f"{username}\0{password}".encode(),
             hashlib.sha256,
         ).digest()

@@ -138,7 +138,7 @@ def resolve_target(draft: Mapping[str, Any]) -> smtp.SmtpTarget:
 def _stored_or_given(value: Any, row: operations.Row, name: str = "oauth2_client_secret") -> str:
     """``value``, or for :data:`KEEP` the stored secret ``name`` in clear ("" when none is stored)."""
     if value is not KEEP:
-        return value
+        return str(value)
     try:
         return operations.secret_in(row, name) or ""
     except crypto.UndecryptablePasswordError as problem:

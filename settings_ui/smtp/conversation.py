@@ -89,7 +89,8 @@ class SmtpTarget:
     def from_settings(cls, values: Mapping[str, Any], password: str, **secrets: str) -> SmtpTarget:
         """The target the settings ``values`` (with more keys, perhaps), ``password`` and the other
         ``secrets`` (``oauth2_client_secret``, ``password_problem``) describe."""
-        return cls(password=password, **secrets, **{name: values[name] for name in _TARGET_FIELDS})
+        described: dict[str, Any] = {name: values[name] for name in _TARGET_FIELDS}
+        return cls(**(described | secrets | {"password": password}))
 
 
 _TARGET_FIELDS = tuple(
@@ -349,7 +350,7 @@ class _Conversation:
     def _plan(self) -> list[tuple[str, Callable[[], Awaitable[str]]]]:
         """The steps of this conversation, in order."""
         encryption = self.target.encryption
-        plan = [("resolve", self._resolve), ("connect", self._connect)]
+        plan: list[tuple[str, Callable[[], Awaitable[str]]]] = [("resolve", self._resolve), ("connect", self._connect)]
         if encryption == "TLS":
             plan += [("tls", self._implicit_tls), ("ehlo", self._ehlo)]
         else:
@@ -388,16 +389,16 @@ class _Conversation:
             self._record(name, started, False, failure.detail)
             raise
         except TimeoutError:
-            failure = _StepFailed(
+            timed_out = _StepFailed(
                 *diagnosis.timeout(name, self.where, self.target.smtp_port, self.target.encryption, self.timeout),
                 temporary=True,
             )
-            self._record(name, started, False, failure.cause)
-            raise failure from None
+            self._record(name, started, False, timed_out.cause)
+            raise timed_out from None
         except Exception as error:
-            failure = _StepFailed(*diagnosis.error(name, error, self.where), temporary=isinstance(error, OSError))
-            self._record(name, started, False, failure.cause)
-            raise failure from None
+            failed = _StepFailed(*diagnosis.error(name, error, self.where), temporary=isinstance(error, OSError))
+            self._record(name, started, False, failed.cause)
+            raise failed from None
         self._record(name, started, True, detail)
 
     def _record(self, name: str, started: float, ok: bool, detail: str) -> None:
@@ -429,7 +430,7 @@ class _Conversation:
                 "Check smtp_host and this machine's DNS.",
                 temporary=error.errno == socket.EAI_AGAIN,
             ) from None
-        unique = list(dict.fromkeys(info[4][0] for info in self.addresses))
+        unique = list(dict.fromkeys(str(info[4][0]) for info in self.addresses))
         return f"{host} → {', '.join(unique)}"
 
     async def _connect(self) -> str:
@@ -578,7 +579,8 @@ class _Conversation:
                 "The server may not accept connections from this machine.",
                 temporary=diagnosis.is_temporary(error.code),
             ) from None
-        raise _StepFailed(*diagnosis.error("ehlo", error.__cause__ or error, self.where)) from None
+        cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
+        raise _StepFailed(*diagnosis.error("ehlo", cause, self.where)) from None
 
     async def _ehlo(self) -> str:
         if self.greeting_failure is not None:
@@ -672,9 +674,9 @@ class _Conversation:
                 diagnosis.password_refusal_fix(error.code, error.message),
             ) from None
         if self.target.encryption == "Plain":
-            offered = " (the server offers StartTLS)" if smtp.supports_extension("starttls") else ""
+            starttls = " (the server offers StartTLS)" if smtp.supports_extension("starttls") else ""
             self.warnings.append(
-                f"The password crossed the network unencrypted{offered}: set encryption to StartTLS or TLS."
+                f"The password crossed the network unencrypted{starttls}: set encryption to StartTLS or TLS."
             )
         return f"signed in as {self.target.username}: {diagnosis.reply(reply.code, reply.message)}"
 

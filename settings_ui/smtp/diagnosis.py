@@ -234,10 +234,9 @@ def certificate_names(der: bytes) -> list[str]:
 
 def _names(certificate: x509.Certificate) -> list[str]:
     from cryptography import x509
-    from cryptography.x509.oid import ExtensionOID
 
     try:
-        names = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
     return [str(n) for n in names.get_values_for_type(x509.DNSName)] + [

@@ -97,7 +97,7 @@ def expected_versions() -> set[int] | None:
     if tags.star_tag:
         return None
     # A malformed or foreign tag matches no version, so the write is refused (412).
-    return {operations.parse_version(tag) for tag in tags.as_set()} - {None}
+    return {version for tag in tags.as_set() if (version := operations.parse_version(tag)) is not None}
 
 
 def _no_params() -> None:

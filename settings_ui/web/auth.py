@@ -34,7 +34,7 @@ from .envelope import in_api
 bp = Blueprint("auth", __name__)
 _SESSION_KEY = "admin_session"
 
-Authorize = Callable[[], Any]
+Authorize = Callable[[], "bool | ResponseReturnValue"]
 """The product's sign-in: True allows the request, False refuses it, a response is sent as is."""
 
 # Endpoints anyone allowed to reach the server may use without signing in.
@@ -75,7 +75,9 @@ def _safe_next(target: str | None) -> str:
     An absolute or scheme-relative URL would make the login an open redirect, and
     browsers read a backslash as a slash, so "/\\host" would leave the site too.
     """
-    on_site = target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+    if target is None:
+        return url_for("settings_ui.pages.settings_page")
+    on_site = target.startswith("/") and not target.startswith("//") and "\\" not in target
     if on_site and not urlsplit(target).netloc:
         return target
     return url_for("settings_ui.pages.settings_page")
@@ -110,7 +112,7 @@ def guard() -> ResponseReturnValue | None:
 
 
 def _ask_the_product(authorize: Authorize, address: str) -> ResponseReturnValue | None:
-    verdict = authorize()
+    verdict: bool | ResponseReturnValue = authorize()
     if verdict is True:
         g.actor = Actor(_product_user(), address)
         return None
@@ -196,7 +198,7 @@ def login() -> Response | tuple[str, int] | str:
     if not form.validate():
         return render_template("settings_ui/login.html", form=form), 400
     try:
-        accepted = _sign_in_accepted(form.username.data, form.password.data, address, "sign-in failed")
+        accepted = _sign_in_accepted(form.username.data or "", form.password.data or "", address, "sign-in failed")
     except TooManyRequests as throttled:
         return render_template("settings_ui/login.html", form=form, problem=throttled.description), 429
     if not accepted:

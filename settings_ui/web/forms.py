@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask_wtf import FlaskForm
-from wtforms import (
+from wtforms import (  # type: ignore[attr-defined]  # SelectChoice (WTForms 3.2) is not in its stubs yet
     BooleanField,
     EmailField,
     HiddenField,

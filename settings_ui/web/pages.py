@@ -161,7 +161,7 @@ def detect_settings() -> tuple[str, int]:
     typed_port = form.smtp_port.data
     with contextlib.suppress(TypeError, ValueError):  # no port typed, or not a valid one: the usual ones
         # The port typed is tried first, before the usual ones: the administrator may know better.
-        first = rules.check_port(typed_port)
+        first = rules.check_port(typed_port)  # type: ignore[arg-type]
         params["ports"] = [first, *(port for port in DEFAULT_PORTS if port != first)]
     if form.username.data:
         params["username"] = form.username.data
