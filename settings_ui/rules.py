@@ -7,6 +7,7 @@ other way round.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import urllib.parse
@@ -142,6 +143,7 @@ def normalize_token_url(value: str) -> str:
     return url
 
 
+@functools.lru_cache(maxsize=4096)  # asked on every request while no admin is configured
 def is_loopback(address: str | None) -> bool:
     """Whether ``address`` (an IP address, possibly in brackets, or ``localhost``) is this machine."""
     if not address:
