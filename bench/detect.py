@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results import record  # bench/, the directory of this script
 
-from settings_ui.smtp import Options, SmtpTarget, send
+from settings_ui.smtp import Options, SmtpTarget
 from settings_ui.smtp.detect import Credentials, detect
+from settings_ui.testmail import send_test_email
 
 CA_FILE = "/etc/settings-ui-mailserver/ca.pem"
 TIMEOUT = 10.0
@@ -74,7 +75,9 @@ def main() -> None:
                 times.append(took)
                 recommended = found.recommended  # type: ignore[attr-defined]
                 outcome = f"{recommended['smtp_port']} {recommended['encryption']}" if recommended else "none"
-                references.append(timed(lambda: send(reference, "inbox@mail.test", OPTIONS, dry_run=True))[0])
+                references.append(
+                    timed(lambda: send_test_email(reference, "inbox@mail.test", OPTIONS, dry_run=True))[0]
+                )
             ratio = statistics.median(times) / statistics.median(references)
             rows.append(
                 f"{name:<40} {statistics.median(times):7.0f} ms {max(times):7.0f} ms "

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time to a diagnosis: each failure class against Debian's Postfix/Dovecot, how long the answer takes.
 
-Runs the test email's conversation (settings_ui.smtp.send) against the server `.ci/mailserver`
+Runs the test email's conversation (settings_ui.testmail.send_test_email) against the server `.ci/mailserver`
 starts, with SMTP_TIMEOUT 10 s, five times per class, and prints the median and the slowest
 time to the report, with the step it names. A wrong password's time is the server's own
 deliberate delay after a failed sign-in. Appends the table to bench/RESULTS.md.
@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results import record  # bench/, the directory of this script
 
-from settings_ui.smtp import Options, SmtpTarget, send
+from settings_ui.smtp import Options, SmtpTarget
+from settings_ui.testmail import send_test_email
 
 CA_FILE = "/etc/settings-ui-mailserver/ca.pem"
 TIMEOUT = 10.0
@@ -73,7 +74,7 @@ def main() -> None:
         times, outcome = [], ""
         for _ in range(args.runs):
             started = time.monotonic()
-            report = send(target, to, OPTIONS)
+            report = send_test_email(target, to, OPTIONS)
             times.append((time.monotonic() - started) * 1000)
             outcome = "sent" if report.sent else f"{report.failed_step} step"
         rows.append(f"{name:<38} {statistics.median(times):7.0f} ms {max(times):7.0f} ms   {outcome}")

@@ -23,8 +23,8 @@ from werkzeug.security import generate_password_hash
 
 from . import crypto, database, detection, fields, operations, password_file, schema, sending, testmail
 from .audit import Actor
+from .errors import SettingsError
 from .instance_files import write_private
-from .operations import SettingsError
 
 
 def stdin_line() -> str:

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import audit, operations, rules, testmail
+from . import audit, rules, targets
 from .audit import SYSTEM, Actor
-from .operations import SettingsError
+from .errors import SettingsError
+from .params import check_type, json_type_name, parse_params, reject_unknown
 from .smtp import detect as probing
 from .smtp.detect import Detection
-from .testmail import smtp_options, smtp_slot
+from .targets import smtp_options, smtp_slot
 
 PARAMETERS = ("smtp_host", "username", "password", "ports")
 
@@ -27,10 +28,8 @@ def detect(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> Detection:
     (optional) replaces :data:`~settings_ui.smtp.detect.DEFAULT_PORTS`. Raises
     :class:`SettingsError` for invalid input, and when too many tests and detections run.
     """
-    operations.reject_unknown(params, PARAMETERS)
-    given = operations.parse_params(
-        {name: params[name] for name in ("smtp_host", "username", "password") if name in params}
-    )
+    reject_unknown(params, PARAMETERS)
+    given = parse_params({name: params[name] for name in ("smtp_host", "username", "password") if name in params})
     host = given.get("smtp_host")
     if not host:
         raise SettingsError({"smtp_host": "is required: the host name or IP address of the server to look at"})
@@ -48,15 +47,13 @@ def detect(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> Detection:
 
 def _ports(value: Any) -> list[int]:
     if not isinstance(value, list) or not value:
-        raise SettingsError(
-            {"ports": f"must be a non-empty list of port numbers, not {operations.json_type_name(value)}"}
-        )
+        raise SettingsError({"ports": f"must be a non-empty list of port numbers, not {json_type_name(value)}"})
     if len(value) > probing.MAX_PORTS:
         raise SettingsError({"ports": f"may list at most {probing.MAX_PORTS} ports"})
     ports: list[int] = []
     for item in value:
         try:
-            operations.check_type(item, int)
+            check_type(item, int)
             ports.append(rules.check_port(item))
         except ValueError as problem:
             raise SettingsError({"ports": f"item {item!r} {problem}"}) from None
@@ -77,7 +74,7 @@ def _credentials(host: str, username: str, password: str | None) -> probing.Cred
     if password == "":  # given as empty: no password, not the stored one
         return None
     try:
-        stored = testmail.resolve_target({})  # the one place that knows where stored secrets come from
+        stored = targets.resolve_target({})  # the one place that knows where stored secrets come from
     except SettingsError:
         return None  # nothing usable is stored: no stored credentials either
     if (stored.smtp_host, stored.username) != (host, username) or stored.password_problem:

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import commands, crypto, database, testmail, web
+from . import commands, crypto, database, targets, web
 from .web.auth import Authorize
 
 DEFAULTS: dict[str, Any] = {
@@ -55,7 +55,7 @@ class EmailSettings:
         app.config.setdefault("EMAIL_SETTINGS_DATABASE_URI", default_database)
         app.extensions["settings_ui"] = self
         crypto.install(app)
-        testmail.init_app(app)
+        targets.init_app(app)
         commands.init_app(app)
         web.init_app(app, url_prefix=prefix, authorize=authorize or self.authorize)
         database.init_app(app, str(app.config["EMAIL_SETTINGS_DATABASE_URI"]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import math
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,10 +20,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from . import audit, crypto, database, fields, password_file, rules
+from . import audit, crypto, database, fields, password_file
 from .audit import SYSTEM, Actor, Event
+from .errors import SettingsError
 from .instance_files import open_private
 from .models import SETTINGS_ROW_ID, SettingsRow, table
+from .params import parse_params
 
 SERVER_IDENTITY = ("smtp_host", "smtp_port", "encryption", "username")
 """The stored password is bound to these: it is only ever sent where they point (stored normalized,
@@ -44,22 +45,6 @@ _LOCK_ROW = _SELECT_ROW.with_for_update()
 _UPDATE_ROW = update(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID, _TABLE.c.version == bindparam("read_version"))
 _UNCONFIGURED_ROW: Row = {**fields.UNCONFIGURED, **{fields.encrypted_column(name): None for name in fields.SECRETS}}
 _WRITE_LOCK = threading.Lock()
-_TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", str: "a string"}
-
-
-class SettingsError(Exception):
-    """A request the settings cannot accept; nothing was stored.
-
-    ``fields`` maps parameter names to what is wrong with each, phrased to follow
-    the field's name ("smtp_port" + " must be from 1 to 65535").
-    """
-
-    def __init__(self, fields: Mapping[str, str] | None = None, message: str | None = None):
-        self.fields = dict(fields or {})
-        if message is None:
-            message = "; ".join(f"{name} {problem}" for name, problem in self.fields.items())
-        self.message = message
-        super().__init__(message)
 
 
 class StaleSettingsError(SettingsError):
@@ -177,69 +162,6 @@ class _Keep:
 
 KEEP: Any = _Keep()
 """The password value of a merge that keeps the stored password."""
-
-
-def reject_unknown(params: Mapping[str, Any], known: Collection[str]) -> None:
-    """Raise :class:`SettingsError` naming every parameter of ``params`` not in ``known``."""
-    unknown = sorted(set(params) - set(known))
-    if not unknown:
-        return
-    if known:
-        plural = "s" if len(unknown) > 1 else ""
-        message = f"Unknown parameter{plural}: {', '.join(unknown)}. The parameters are: {', '.join(known)}."
-    else:
-        message = f'This call takes no parameters (got {", ".join(unknown)}); send "params": {{}}.'
-    raise SettingsError({name: "is not a parameter of this call" for name in unknown}, message=message)
-
-
-def parse_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check each given parameter's name, type and value; return them normalized.
-
-    Raises :class:`SettingsError` naming every parameter that is wrong.
-    """
-    reject_unknown(params, fields.PARAMETERS)
-    errors: dict[str, str] = {}
-    parsed: dict[str, Any] = {}
-    for name, value in params.items():
-        field = fields.BY_NAME[name]
-        try:
-            check_type(value, field.type)
-            parsed[name] = field.normalize(value) if field.normalize else value
-        except ValueError as problem:
-            errors[name] = str(problem)
-    if errors:
-        raise SettingsError(errors)
-    return parsed
-
-
-def check_type(value: Any, expected: type) -> None:
-    """Raise ValueError unless ``value`` has the JSON type ``expected`` (and, for text, holds
-    no control character)."""
-    # bool is a subclass of int in Python, but true is not a port number.
-    if type(value) is not expected:
-        raise ValueError(f"must be {_TYPE_NAMES[expected]}, not {json_type_name(value)}")
-    if isinstance(value, str):
-        rules.check_no_control_characters(value)
-
-
-def json_type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        if not math.isfinite(value):  # 1e400 parses as infinity
-            return "a number too large to be a port"
-        return "a decimal number" if value.is_integer() else "a number with a fraction"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = False) -> dict[str, Any]:

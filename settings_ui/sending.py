@@ -1,7 +1,7 @@
 """Sending the product's mail through the stored settings: the Python API and sendmail's engine.
 
 The same conversation as the test email: its TLS rules, pin, password file, time bound, one
-AUTH attempt and diagnosis. The password is had the test's way (:func:`testmail.resolve_target`),
+AUTH attempt and diagnosis. The password is had the test's way (:func:`targets.resolve_target`),
 so it goes only where the stored settings point. Each send is recorded in the deliveries.
 """
 
@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
-from . import deliveries, rules, smtp, testmail
-from .operations import SettingsError
-from .smtp.conversation import Step
+from . import deliveries, rules, smtp, targets
+from .errors import SettingsError
 
 if TYPE_CHECKING:
     from flask_mail import Message as FlaskMailMessage
@@ -41,7 +40,7 @@ class Delivery:
     message: str
     """The outcome in the test's words: which step failed, why, what to change."""
     temporary: bool = False
-    steps: list[Step] = field(default_factory=list)
+    steps: list[smtp.Step] = field(default_factory=list)
     elapsed_ms: int = 0
     configuration_problem: bool = False
     """The settings are incomplete or unusable: nothing was tried."""
@@ -103,7 +102,7 @@ def deliver(
     Raises :class:`UnusableMessageError` when there is no recipient or an address is invalid.
     """
     try:
-        target = testmail.resolve_target({})
+        target = targets.resolve_target({})
     except SettingsError as problem:
         reason = f"The email settings cannot send mail yet: {problem.message}"
         return Delivery(False, reason, configuration_problem=True)
@@ -120,7 +119,7 @@ def deliver(
     international = not all(address.isascii() for address in (sender, *addresses))
     content = message.as_bytes(policy=SMTPUTF8 if international else SMTP)
     mail = smtp.Mail(sender, tuple(addresses), content, str(message["Message-ID"]))
-    report = smtp.deliver(target, mail, testmail.smtp_options())
+    report = smtp.deliver(target, mail, targets.smtp_options())
     deliveries.record(surface, report, addresses, target.smtp_host, target.smtp_port)
     return Delivery(report.sent, report.message, report.temporary, report.steps, report.elapsed_ms)
 

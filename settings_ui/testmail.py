@@ -2,72 +2,25 @@
 
 A test that was not sent is an outcome, not an error: :func:`run_test` returns the
 :class:`~settings_ui.smtp.Report` either way. Only a request that cannot be tried at all
-(bad input, too many tests at once) raises :class:`~settings_ui.operations.SettingsError`.
+(bad input, too many tests at once) raises :class:`~settings_ui.errors.SettingsError`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP, SMTPUTF8
+from email.utils import format_datetime, make_msgid
 from typing import Any
 
-from flask import Flask, current_app
-
-from . import audit, crypto, deliveries, operations, password_file, rules, smtp
+from . import audit, deliveries, rules, smtp
 from .audit import SYSTEM, Actor
-from .operations import KEEP, SettingsError
+from .errors import SettingsError
+from .params import check_type, json_type_name, reject_unknown
+from .targets import resolve_target, smtp_options, smtp_slot
 
 PARAMETERS = ("to", "settings", "dry_run")
-
-
-class TooManyTestsError(SettingsError):
-    """As many test emails and detections as allowed are running in this process: this one was not started."""
-
-    def __init__(self, retry_after: int):
-        self.retry_after = retry_after
-        super().__init__(
-            message=(
-                "Other test emails or detections are running right now, so this one was not started (each may "
-                f"take up to SMTP_TIMEOUT). Try again in {retry_after} seconds."
-            )
-        )
-
-
-def init_app(app: Flask) -> None:
-    smtp_options(app.config)  # a wrong setting stops the start, not the first test
-    app.extensions["settings_ui.running_tests"] = threading.BoundedSemaphore(int(app.config["MAX_CONCURRENT_TESTS"]))
-
-
-def smtp_options(config: Mapping[str, Any] | None = None) -> smtp.Options:
-    """How to talk to SMTP servers, from the configuration (the current app's by default)."""
-    config = current_app.config if config is None else config
-    try:
-        tls_minimum = smtp.tls_version(str(config.get("SMTP_TLS_MINIMUM") or "TLSv1.2"))
-    except ValueError as problem:
-        raise ValueError(f"SMTP_TLS_MINIMUM {problem}") from None
-    return smtp.Options(
-        timeout=float(config["SMTP_TIMEOUT"]),
-        ca_file=config.get("SMTP_CA_FILE") or None,
-        ehlo_name=config.get("SMTP_EHLO_NAME") or None,
-        tls_minimum=tls_minimum,
-    )
-
-
-@contextlib.contextmanager
-def smtp_slot() -> Iterator[None]:
-    """Hold one of the MAX_CONCURRENT_TESTS places for talking to SMTP servers (a test or a
-    detect), or raise :class:`TooManyTestsError` at once when none is free."""
-    running: threading.BoundedSemaphore = current_app.extensions["settings_ui.running_tests"]
-    # Each may wait SMTP_TIMEOUT on a silent server: past a few at once, the rest would hold
-    # every worker thread, and the page and API would stop answering.
-    if not running.acquire(blocking=False):
-        raise TooManyTestsError(retry_after=math.ceil(float(current_app.config["SMTP_TIMEOUT"])))
-    try:
-        yield
-    finally:
-        running.release()
 
 
 def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report:
@@ -79,18 +32,18 @@ def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report
     Raises :class:`SettingsError` for invalid input; the outcome, sent or not, is
     recorded in the audit trail and returned.
     """
-    operations.reject_unknown(params, PARAMETERS)
+    reject_unknown(params, PARAMETERS)
     to = _recipient(params.get("to"))
     dry_run = params.get("dry_run", False)
     if type(dry_run) is not bool:
-        raise SettingsError({"dry_run": f"must be a boolean (true or false), not {operations.json_type_name(dry_run)}"})
+        raise SettingsError({"dry_run": f"must be a boolean (true or false), not {json_type_name(dry_run)}"})
     draft = params.get("settings", {})
     if not isinstance(draft, dict):
-        message = f"must be an object of edit parameters, not {operations.json_type_name(draft)}"
+        message = f"must be an object of edit parameters, not {json_type_name(draft)}"
         raise SettingsError({"settings": message})
     target = resolve_target(draft)
     with smtp_slot():
-        report = smtp.send(target, to, smtp_options(), dry_run=dry_run)
+        report = send_test_email(target, to, smtp_options(), dry_run=dry_run)
     if not dry_run:
         deliveries.record("test", report, [to], target.smtp_host, target.smtp_port)
     where = f"to {to} via {smtp.host_port(target.smtp_host, target.smtp_port)} ({target.encryption})"
@@ -103,43 +56,50 @@ def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report
     return report
 
 
+def send_test_email(target: smtp.SmtpTarget, to: str, options: smtp.Options, *, dry_run: bool = False) -> smtp.Report:
+    """Send one test message to ``to`` through ``target``; never raises for an SMTP problem.
+    A ``dry_run`` stops after RCPT TO: everything is checked, nothing is delivered."""
+    message = build_message(target, to)
+    mail = smtp.Mail(target.from_email, (to,), message.as_bytes(), message["Message-ID"], "The test email")
+    return smtp.deliver(target, mail, options, dry_run=dry_run)
+
+
+def build_message(target: smtp.SmtpTarget, to: str) -> EmailMessage:
+    mode = {
+        "Plain": "without encryption",
+        "StartTLS": "with StartTLS",
+        "TLS": "with TLS",
+    }[target.encryption]
+    checked = (
+        ""
+        if target.encryption == "Plain"
+        else " (certificate pinned)"
+        if target.pinned
+        else " (certificate not checked)"
+        if target.allow_selfsigned_certs
+        else ""
+    )
+    international = not (target.from_email.isascii() and to.isascii())
+    message = EmailMessage(policy=SMTPUTF8 if international else SMTP)
+    message["From"] = target.from_email
+    message["To"] = to
+    message["Subject"] = "Test email from settings-ui"
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = make_msgid(domain=target.from_email.rpartition("@")[2] or None)
+    message.set_content(
+        "This is a test email from the email settings of your product.\n\n"
+        f"It was sent through {smtp.host_port(target.smtp_host, target.smtp_port)} {mode}{checked}"
+        + (f", signed in as {target.username}" if target.username else ", without signing in")
+        + ".\n\nIf you can read this, the product can send email with these settings.\n"
+    )
+    return message
+
+
 def _recipient(value: Any) -> str:
     if value is None or value == "":
         raise SettingsError({"to": "is required: the address to send the test email to"})
     try:
-        operations.check_type(value, str)
+        check_type(value, str)
         return rules.normalize_email(value)
     except ValueError as problem:
         raise SettingsError({"to": str(problem)}) from None
-
-
-def resolve_target(draft: Mapping[str, Any]) -> smtp.SmtpTarget:
-    """The complete settings a test uses: ``draft`` merged over the stored ones, password included.
-
-    The stored password, or SMTP_PASSWORD_FILE's, goes only to the stored server (see
-    :func:`~settings_ui.operations.merge`).
-    """
-    row = operations.load_row()
-    values = operations.merge(row, operations.parse_params(draft))
-    password = values.pop("password")
-    secrets = {"oauth2_client_secret": _stored_or_given(values.pop("oauth2_client_secret"), row)}
-    if password is not KEEP or not values["username"]:
-        return smtp.SmtpTarget.from_settings(values, password if password is not KEEP else "", **secrets)
-    outside = password_file.configured()
-    if outside is not None:
-        try:
-            return smtp.SmtpTarget.from_settings(values, password_file.read(outside), **secrets)
-        except password_file.PasswordFileError as problem:
-            # Reported at the auth step, where the password is needed: the steps before still run.
-            return smtp.SmtpTarget.from_settings(values, "", password_problem=str(problem), **secrets)
-    return smtp.SmtpTarget.from_settings(values, _stored_or_given(KEEP, row, "password"), **secrets)
-
-
-def _stored_or_given(value: Any, row: operations.Row, name: str = "oauth2_client_secret") -> str:
-    """``value``, or for :data:`KEEP` the stored secret ``name`` in clear ("" when none is stored)."""
-    if value is not KEEP:
-        return str(value)
-    try:
-        return operations.secret_in(row, name) or ""
-    except crypto.UndecryptablePasswordError as problem:
-        raise SettingsError({name: str(problem)}) from None

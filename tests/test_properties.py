@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from settings_ui import crypto, fields, operations, rules
-from settings_ui.operations import SettingsError
+from settings_ui.errors import SettingsError
 
 from .conftest import make_app, stored_row
 

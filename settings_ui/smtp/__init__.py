@@ -1,6 +1,7 @@
 """Talking to the SMTP server: one message, step by step, within a hard deadline, each failure explained."""
 
-from .conversation import Mail, Options, Report, SmtpTarget, deliver, send, tls_version
+from .conversation import deliver
 from .diagnosis import host_port
+from .model import Mail, Options, Report, SmtpTarget, Step, tls_version
 
-__all__ = ["Mail", "Options", "Report", "SmtpTarget", "deliver", "host_port", "send", "tls_version"]
+__all__ = ["Mail", "Options", "Report", "SmtpTarget", "Step", "deliver", "host_port", "tls_version"]

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import diagnosis, oauth2
-from .conversation import NO_MAIL, Options, Report, SmtpTarget, converse, run_in_own_loop
+from .conversation import converse, run_in_own_loop
+from .model import NO_MAIL, Options, Report, SmtpTarget
 
 DEFAULT_PORTS: tuple[int, ...] = (465, 587, 25, 2525)
 MAX_PORTS = 6

@@ -14,8 +14,10 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from .. import deliveries, detection, operations, testmail
-from ..operations import BusySettingsError, SettingsError, StaleSettingsError
-from ..testmail import TooManyTestsError
+from ..errors import SettingsError
+from ..operations import BusySettingsError, StaleSettingsError
+from ..params import reject_unknown
+from ..targets import TooManyTestsError
 from .auth import actor
 from .envelope import API_PREFIX, api_calls, error_response, success_response
 
@@ -101,7 +103,7 @@ def expected_versions() -> set[int] | None:
 
 
 def _no_params() -> None:
-    operations.reject_unknown(read_params(), ())
+    reject_unknown(read_params(), ())
 
 
 @bp.post("/show")

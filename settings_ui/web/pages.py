@@ -13,9 +13,10 @@ from jinja2.runtime import Context
 from werkzeug.wrappers import Response
 
 from .. import deliveries, detection, fields, operations, password_file, rules, testmail
-from ..operations import Settings, SettingsError, StaleSettingsError
+from ..errors import SettingsError
+from ..operations import Settings, StaleSettingsError
 from ..smtp.detect import DEFAULT_PORTS
-from ..testmail import TooManyTestsError
+from ..targets import TooManyTestsError
 from .auth import actor
 from .forms import ConfirmForm, SettingsForm
 
