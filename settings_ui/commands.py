@@ -108,31 +108,22 @@ def show_command() -> None:
 
 
 def settings_options(command: Callable[..., None]) -> Callable[..., None]:
-    """The edit parameters as options, shared by edit and by test (where they make a draft)."""
-    options = [
-        click.option("--smtp-host", help="host name or IP address of the SMTP server"),
-        click.option("--smtp-port", callback=_port, help="port of the SMTP server (1-65535)"),
-        click.option("--encryption", help="Plain, StartTLS or TLS"),
-        click.option("--from-email", help="sender address of every email"),
-        click.option("--username", help="user name to sign in with ('' for none)"),
-        click.option("--password-stdin", is_flag=True, help="read the password from the first line of standard input"),
-        click.option(
-            "--allow-selfsigned-certs/--no-allow-selfsigned-certs",
-            default=None,
-            help="accept self-signed certificates",
-        ),
-        click.option("--pinned-cert-sha256", help="SHA-256 fingerprint of the one certificate to trust ('' for none)"),
-        click.option("--auth-method", help="password or oauth2"),
-        click.option("--oauth2-token-url", help="the OAuth 2.0 token endpoint (https://)"),
-        click.option("--oauth2-client-id", help="the OAuth 2.0 client id"),
-        click.option("--oauth2-scope", help="the OAuth 2.0 scope"),
-        click.option(
-            "--oauth2-client-secret-stdin",
-            is_flag=True,
-            help="read the OAuth 2.0 client secret from the first line of standard input",
-        ),
-    ]
-    for option in reversed(options):
+    """The edit parameters as options, shared by edit and by test (where they make a draft), made
+    from the fields' declaration: a secret is read from standard input, never from the command line."""
+    for field in reversed(fields.FIELDS):
+        flag = "--" + field.name.replace("_", "-")
+        if field.write_only:
+            secret = field.name.replace("_", " ")
+            option = click.option(
+                f"{flag}-stdin", is_flag=True, help=f"read the {secret} from the first line of standard input"
+            )
+        elif field.type is bool:
+            option = click.option(f"{flag}/--no-{flag[2:]}", default=None, help=field.description)
+        elif field.type is int:
+            option = click.option(flag, callback=_port, help=f"{field.description} ({field.minimum}-{field.maximum})")
+        else:
+            choices = f" ({', '.join(field.choices)})" if field.choices else ""
+            option = click.option(flag, help=field.description + choices)
         command = option(command)
     return command
 

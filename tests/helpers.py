@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import pytest
 from bs4 import BeautifulSoup
+from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 from werkzeug.test import TestResponse
@@ -60,6 +61,19 @@ def shown(params: dict[str, Any]) -> dict[str, Any]:
 ADMIN = "admin"
 ADMIN_PASSWORD = "correct horse battery staple"
 ADMIN_HASH = generate_password_hash(ADMIN_PASSWORD)
+
+
+SENDER = "noreply@example.com"
+"""The ``from_email`` that :func:`configure` stores."""
+
+
+def configure(target: FlaskClient | Flask, port: int, **overrides: Any) -> None:
+    """Store settings for the SMTP server on 127.0.0.1:``port`` (Plain, from :data:`SENDER`), with
+    ``overrides``, through the API; ``target`` is the app or a client of it."""
+    client = target.test_client() if isinstance(target, Flask) else target
+    params = {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "Plain", "from_email": SENDER}
+    response = call(client, "edit", params | overrides)
+    assert response.status_code == 200, response.get_json()
 
 
 def basic(username: str, password: str) -> dict[str, str]:

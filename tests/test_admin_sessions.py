@@ -25,7 +25,7 @@ from werkzeug.security import generate_password_hash
 from settings_ui import database
 from settings_ui.models import LoginFailure
 
-from .conftest import make_app
+from .apps import make_app
 from .helpers import ADMIN, ADMIN_HASH, ADMIN_PASSWORD, basic, post_json
 from .processes import AppProcess, GunicornProcess
 

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from settings_ui import database
 
-from .conftest import make_app, stored_row
+from .apps import make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD, PUBLIC_KEYS, UNCONFIGURED, assert_error, call, shown
 
 

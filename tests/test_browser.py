@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from .conftest import LiveServer, make_app, stored_row
+from .apps import LiveServer, make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD, skip_or_fail
 from .smtp_servers import Authenticator, Certificates, free_port, silent_server, smtp_server
 

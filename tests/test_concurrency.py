@@ -18,7 +18,7 @@ from flask import Flask
 
 from settings_ui import crypto
 
-from .conftest import DATABASES, LiveServer, database_url, stored_row
+from .apps import DATABASES, LiveServer, database_url, stored_row
 from .helpers import post_json, shown
 from .processes import AppProcess, app_processes
 

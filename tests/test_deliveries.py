@@ -15,15 +15,10 @@ import settings_ui
 from settings_ui import database, deliveries
 from settings_ui.models import Delivery
 
-from .helpers import call, page
+from .helpers import call, configure, page
 from .smtp_servers import RecordingHandler, free_port, smtp_server
 
 RECIPIENT = "customer@example.net"
-
-
-def configure(client: FlaskClient, port: int) -> None:
-    params = {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "Plain", "from_email": "shop@example.com"}
-    assert call(client, "edit", params).status_code == 200
 
 
 def send(app: Flask) -> settings_ui.Delivery:

@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 
 from settings_ui import audit, database
 
-from .conftest import make_app, stored_row
+from .apps import make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page
 from .smtp_servers import Authenticator, Certificates, RecordingHandler, free_port, silent_server, smtp_server
 

@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import settings_ui
 from settings_ui import deliveries
 
-from .conftest import make_app
-from .helpers import ADMIN, ADMIN_HASH, ADMIN_PASSWORD, basic, call
+from .apps import make_app
+from .helpers import ADMIN, ADMIN_HASH, ADMIN_PASSWORD, basic, call, configure
 from .smtp_servers import free_port, smtp_server
 
 
@@ -34,11 +34,6 @@ def send(app: Flask) -> bool:
     message["To"] = "customer@example.net"
     message.set_content("Hello.")
     return settings_ui.send_message(message, app=app).sent
-
-
-def configure(client: FlaskClient, port: int) -> None:
-    params = {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "Plain", "from_email": "shop@example.com"}
-    assert call(client, "edit", params).status_code == 200
 
 
 def test_deliveries_by_surface_outcome_and_failed_step_with_their_times(app: Flask, client: FlaskClient) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from settings_ui import database, schema
 from settings_ui.models import Base
 
-from .conftest import make_app
+from .apps import make_app
 from .helpers import call
 from .processes import PROJECT
 

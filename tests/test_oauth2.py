@@ -12,8 +12,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .conftest import make_app, stored_row
-from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page, step_details
+from .apps import make_app, stored_row
+from .helpers import EXAMPLE_PASSWORD, assert_error, call, configure, form_values, page, step_details
 from .oauth2_servers import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -34,21 +34,11 @@ def app(tmp_path: Path, certificates: Certificates) -> Flask:
     return make_app(tmp_path, SMTP_TIMEOUT=3, SMTP_CA_FILE=str(certificates.ca_file))
 
 
-def configure(client: FlaskClient, port: int, token_url: str, **overrides: Any) -> None:
-    params = {
-        "smtp_host": "127.0.0.1",
-        "smtp_port": port,
-        "encryption": "StartTLS",
-        "from_email": MAILBOX,
-        "username": MAILBOX,
-        "auth_method": "oauth2",
-        "oauth2_token_url": token_url,
-        "oauth2_client_id": CLIENT_ID,
-        "oauth2_client_secret": CLIENT_SECRET,
-        "oauth2_scope": SCOPE,
-    }
-    response = call(client, "edit", params | overrides)
-    assert response.status_code == 200, response.get_json()
+def configure_oauth2(client: FlaskClient, port: int, token_url: str, **overrides: Any) -> None:
+    oauth2 = {"auth_method": "oauth2", "oauth2_token_url": token_url, "oauth2_client_id": CLIENT_ID}
+    oauth2 |= {"oauth2_client_secret": CLIENT_SECRET, "oauth2_scope": SCOPE}
+    mailbox = {"encryption": "StartTLS", "from_email": MAILBOX, "username": MAILBOX}
+    configure(client, port, **(mailbox | oauth2 | overrides))
 
 
 def never_shown(*texts: str) -> None:
@@ -63,7 +53,7 @@ def test_a_token_signs_in_with_xoauth2_and_the_mail_is_delivered(
     client: FlaskClient, certificates: Certificates
 ) -> None:
     with token_endpoint() as endpoint, xoauth2_server(certificates.server) as (port, handler):
-        configure(client, port, endpoint.url)
+        configure_oauth2(client, port, endpoint.url)
         response = call(client, "test", {"to": RECIPIENT})
     assert response.status_code == 200, response.get_json()
     names = [step["name"] for step in response.get_json()["result"]["steps"]]
@@ -84,7 +74,7 @@ def test_the_token_is_kept_until_it_expires_then_fetched_again(client: FlaskClie
     # 61 s of life: kept while more than the minute's margin is left, so for one second here.
     answer = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 61}
     with token_endpoint(TokenEndpoint(body=answer)) as endpoint, xoauth2_server(certificates.server) as (port, _):
-        configure(client, port, endpoint.url)
+        configure_oauth2(client, port, endpoint.url)
         first = call(client, "test", {"to": RECIPIENT})
         second = call(client, "test", {"to": RECIPIENT})
         time.sleep(1.2)
@@ -99,7 +89,7 @@ def test_a_token_endpoint_over_https_is_verified_with_smtp_ca_file(
     client: FlaskClient, certificates: Certificates
 ) -> None:
     with token_endpoint(tls=certificates.server) as endpoint, xoauth2_server(certificates.server) as (port, _):
-        configure(client, port, endpoint.url)
+        configure_oauth2(client, port, endpoint.url)
         response = call(client, "test", {"to": RECIPIENT})
     assert response.status_code == 200, response.get_json()
     assert endpoint.url.startswith("https://")
@@ -115,7 +105,7 @@ def test_a_token_endpoint_with_an_untrusted_certificate_is_refused(
     foreign = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     trustme.CA().issue_cert("127.0.0.1").configure_cert(foreign)
     with token_endpoint(tls=foreign) as endpoint, xoauth2_server(certificates.server) as (port, handler):
-        configure(client, port, endpoint.url)
+        configure_oauth2(client, port, endpoint.url)
         response = call(client, "test", {"to": RECIPIENT})
     assert_error(response, 400, "the token step failed", "certificate was refused", "oauth2_token_url")
     assert endpoint.requests == [] and handler.attempts == []  # the secret never left over unverified TLS
@@ -127,7 +117,7 @@ def test_sendmail_and_the_python_api_sign_in_with_oauth2_too(app: Flask, certifi
     import settings_ui
 
     with token_endpoint() as endpoint, xoauth2_server(certificates.server) as (port, handler):
-        configure(app.test_client(), port, endpoint.url)
+        configure_oauth2(app.test_client(), port, endpoint.url)
         message = EmailMessage()
         message["To"] = RECIPIENT
         message.set_content("Hello.")
@@ -140,7 +130,7 @@ def test_detect_signs_in_with_the_stored_oauth2_client_toward_the_stored_server(
     client: FlaskClient, certificates: Certificates
 ) -> None:
     with token_endpoint() as endpoint, xoauth2_server(certificates.server) as (port, handler):
-        configure(client, port, endpoint.url)
+        configure_oauth2(client, port, endpoint.url)
         found = call(client, "detect", {"smtp_host": "127.0.0.1", "ports": [port], "username": MAILBOX})
     assert found.status_code == 200, found.get_json()
     [starttls] = [c for c in found.get_json()["result"]["candidates"] if c["encryption"] == "StartTLS"]
@@ -179,7 +169,7 @@ def test_each_token_failure_is_explained_naming_the_parameter(
         token_endpoint(TokenEndpoint(status=status, body=body)) as endpoint,
         xoauth2_server(certificates.server) as (port, handler),
     ):
-        configure(client, port, endpoint.url)
+        configure_oauth2(client, port, endpoint.url)
         response = call(client, "test", {"to": RECIPIENT})
     assert_error(response, 400, "the token step failed", *fragments)
     assert handler.attempts == [] and handler.received == []
@@ -188,7 +178,7 @@ def test_each_token_failure_is_explained_naming_the_parameter(
 
 def test_an_unreachable_token_endpoint_is_explained(client: FlaskClient, certificates: Certificates) -> None:
     with xoauth2_server(certificates.server) as (port, _):
-        configure(client, port, f"http://127.0.0.1:{free_port()}/token")
+        configure_oauth2(client, port, f"http://127.0.0.1:{free_port()}/token")
         response = call(client, "test", {"to": RECIPIENT})
     assert_error(response, 400, "the token step failed", "cannot be reached", "oauth2_token_url")
 
@@ -198,7 +188,7 @@ def test_a_refused_token_points_at_smtp_auth_and_the_app_permissions(
 ) -> None:
     wrong = TokenEndpoint(body={"access_token": "a-token-for-another-app", "expires_in": 3599})
     with token_endpoint(wrong) as endpoint, xoauth2_server(certificates.server) as (port, _):
-        configure(client, port, endpoint.url)
+        configure_oauth2(client, port, endpoint.url)
         response = call(client, "test", {"to": RECIPIENT})
     assert_error(
         response, 400, "the auth step failed", "535 5.7.3", "SMTP AUTH", "SMTP.SendAsApp", "Microsoft 365 (OAuth 2.0)"
@@ -237,7 +227,7 @@ def test_a_password_turned_off_by_the_provider_suggests_oauth2(client: FlaskClie
 def test_invalid_oauth2_settings_are_refused_and_nothing_stored(
     app: Flask, client: FlaskClient, change: dict[str, Any], field: str, fragment: str
 ) -> None:
-    configure(client, 587, "https://login.example.com/token")
+    configure_oauth2(client, 587, "https://login.example.com/token")
     before = stored_row(app)
     assert field in assert_error(call(client, "edit", change), 400, field, fragment)["fields"]
     assert stored_row(app) == before
@@ -259,7 +249,7 @@ def test_invalid_oauth2_settings_are_refused_and_nothing_stored(
 def test_the_stored_secret_goes_only_where_it_was_saved_for(
     app: Flask, client: FlaskClient, change: dict[str, Any]
 ) -> None:
-    configure(client, 587, "https://login.example.com/token")
+    configure_oauth2(client, 587, "https://login.example.com/token")
     before = stored_row(app)
     error = assert_error(call(client, "edit", change), 400, "oauth2_client_secret", "must be given again")
     assert "oauth2_client_secret" in error["fields"]
@@ -274,7 +264,7 @@ def test_a_draft_test_toward_another_endpoint_must_bring_the_secret(
     client: FlaskClient, certificates: Certificates
 ) -> None:
     with token_endpoint() as endpoint, token_endpoint() as elsewhere, xoauth2_server(certificates.server) as (port, _):
-        configure(client, port, endpoint.url)
+        configure_oauth2(client, port, endpoint.url)
         draft = {"oauth2_token_url": elsewhere.url}
         assert_error(call(client, "test", {"to": RECIPIENT, "settings": draft}), 400, "oauth2_client_secret")
     assert elsewhere.requests == []
@@ -285,7 +275,7 @@ def test_the_secret_appears_in_no_response_page_log_or_plain_export(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     with token_endpoint() as endpoint, xoauth2_server(certificates.server) as (port, _):
-        configure(client, port, endpoint.url)
+        configure_oauth2(client, port, endpoint.url)
         answers = [
             call(client, "test", {"to": RECIPIENT}).get_data(as_text=True),
             call(client, "show").get_data(as_text=True),
@@ -302,7 +292,7 @@ def test_the_secret_appears_in_no_response_page_log_or_plain_export(
 
 
 def test_an_export_with_the_secret_moves_to_another_installation(app: Flask, tmp_path: Path) -> None:
-    configure(app.test_client(), 587, "https://login.example.com/token")
+    configure_oauth2(app.test_client(), 587, "https://login.example.com/token")
     exported = (
         app.test_cli_runner()
         .invoke(args=["email-settings", "export", "--with-password"], input="a long passphrase\na long passphrase\n")
@@ -336,7 +326,7 @@ def test_the_microsoft_365_preset_fills_the_form_unsaved(app: Flask, client: Fla
 
 
 def test_the_page_keeps_a_blank_secret_and_can_remove_it(app: Flask, client: FlaskClient) -> None:
-    configure(client, 587, "https://login.example.com/token")
+    configure_oauth2(client, 587, "https://login.example.com/token")
     soup = page(client)
     assert soup.find("input", attrs={"name": "oauth2_client_secret"}).get("value") in (None, "")
     assert CLIENT_SECRET not in str(soup)

@@ -21,7 +21,7 @@ from .processes import PROJECT
 
 
 def test_the_document_is_served_without_login(tmp_path: Any) -> None:
-    from .conftest import make_app
+    from .apps import make_app
     from .helpers import ADMIN, ADMIN_HASH
 
     app = make_app(tmp_path, ADMIN_USERNAME=ADMIN, ADMIN_PASSWORD_HASH=ADMIN_HASH)

@@ -10,7 +10,7 @@ from bs4 import BeautifulSoup
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .conftest import stored_row
+from .apps import stored_row
 from .helpers import EXAMPLE_PASSWORD, call, form_values, page, shown
 
 
@@ -283,7 +283,7 @@ def test_csrf_is_enforced_on_clear(csrf_app: Flask) -> None:
 
 
 def test_the_page_shows_what_another_process_stored(app: Flask, client: FlaskClient, tmp_path: Any) -> None:
-    from .conftest import make_app
+    from .apps import make_app
 
     call(client, "edit", {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "a@example.com"})
     call(client, "edit", {"username": "mailer", "password": EXAMPLE_PASSWORD})

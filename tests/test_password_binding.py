@@ -15,7 +15,7 @@ from bs4 import BeautifulSoup
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
-from .conftest import stored_row
+from .apps import stored_row
 from .helpers import CONFIGURED, EXAMPLE_PASSWORD, assert_error, call, form_values, page
 from .processes import AppProcess
 from .smtp_servers import Authenticator, smtp_server

@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .conftest import make_app, stored_row
+from .apps import make_app, stored_row
 from .helpers import assert_error, call, form_values, page
 from .smtp_servers import Authenticator, Certificates, smtp_server
 
@@ -38,7 +38,7 @@ def app(tmp_path: Path, certificates: Certificates, secret: Path) -> Flask:
     return make_app(tmp_path, SMTP_TIMEOUT=3, SMTP_CA_FILE=str(certificates.ca_file), SMTP_PASSWORD_FILE=str(secret))
 
 
-def configure(app: Flask, port: int, **overrides: Any) -> None:
+def configure_from_the_command_line(app: Flask, port: int, **overrides: Any) -> None:
     """Store settings as the operator does while the file is set: from the command line."""
     values = {"--smtp-host": "127.0.0.1", "--smtp-port": str(port), "--encryption": "StartTLS"}
     values |= {"--from-email": "noreply@example.com", "--username": "mailer"}
@@ -66,7 +66,7 @@ def test_the_test_email_signs_in_with_the_file_and_follows_its_rotation_without_
     app: Flask, client: FlaskClient, certificates: Certificates, secret: Path
 ) -> None:
     with starttls_server(certificates, ROTATED_PASSWORD) as (port, handler):
-        configure(app, port)
+        configure_from_the_command_line(app, port)
         before = call(client, "test", {"to": RECIPIENT})  # the file still holds the old password
         secret.write_text(ROTATED_PASSWORD + "\n")  # the secret store rotates it
         after = call(client, "test", {"to": RECIPIENT})
@@ -91,7 +91,7 @@ def test_a_spoiled_file_fails_the_auth_step_and_shows_on_the_page(
     app: Flask, client: FlaskClient, certificates: Certificates, secret: Path, spoil: Any, fragment: str
 ) -> None:
     with starttls_server(certificates, FILE_PASSWORD) as (port, handler):
-        configure(app, port)
+        configure_from_the_command_line(app, port)
         spoil(secret)
         response = call(client, "test", {"to": RECIPIENT})
     error = assert_error(response, 400, "the auth step failed", "SMTP_PASSWORD_FILE", fragment)
@@ -116,7 +116,7 @@ def test_the_page_says_where_the_password_comes_from_and_has_no_password_field(
 
 
 def test_edit_refuses_a_password_and_says_where_it_comes_from(app: Flask, client: FlaskClient) -> None:
-    configure(app, 587)
+    configure_from_the_command_line(app, 587)
     before = stored_row(app)
     error = assert_error(call(client, "edit", {"password": "typed"}), 400, "password", "SMTP_PASSWORD_FILE")
     assert "password" in error["fields"]
@@ -136,7 +136,7 @@ def test_edit_refuses_a_password_and_says_where_it_comes_from(app: Flask, client
 def test_the_page_and_api_cannot_point_the_file_password_elsewhere(
     app: Flask, client: FlaskClient, change: dict[str, Any]
 ) -> None:
-    configure(app, 587)
+    configure_from_the_command_line(app, 587)
     before = stored_row(app)
     assert_error(call(client, "edit", change), 400, "password", "SMTP_PASSWORD_FILE", "--move-password-file")
     values = form_values(page(client)) | {k: ("y" if v is True else str(v)) for k, v in change.items()}
@@ -145,10 +145,10 @@ def test_the_page_and_api_cannot_point_the_file_password_elsewhere(
 
 
 def test_the_command_line_moves_the_settings_when_told_to(app: Flask) -> None:
-    configure(app, 587)
+    configure_from_the_command_line(app, 587)
     refused = app.test_cli_runner().invoke(args=["email-settings", "edit", "--smtp-port", "2525"])
     assert refused.exit_code != 0 and "--move-password-file" in refused.output
-    configure(app, 2525)
+    configure_from_the_command_line(app, 2525)
     assert stored_row(app)["smtp_port"] == 2525
 
 
@@ -156,7 +156,7 @@ def test_a_draft_for_another_server_must_bring_its_own_password(
     app: Flask, client: FlaskClient, certificates: Certificates
 ) -> None:
     with starttls_server(certificates, "the-other-servers-password") as (port, handler):
-        configure(app, 587)
+        configure_from_the_command_line(app, 587)
         draft = {"smtp_port": port}
         assert_error(call(client, "test", {"to": RECIPIENT, "settings": draft}), 400, "password", "SMTP_PASSWORD_FILE")
         own = draft | {"password": "the-other-servers-password"}
@@ -170,7 +170,7 @@ def test_detect_uses_the_file_only_toward_the_stored_port_and_encryption(
 ) -> None:
     auth = Authenticator("mailer", FILE_PASSWORD)
     with smtp_server(implicit_tls=certificates.server, authenticator=auth) as (port, _):
-        configure(app, port, encryption="TLS")
+        configure_from_the_command_line(app, port, encryption="TLS")
         found = call(client, "detect", {"smtp_host": "127.0.0.1", "ports": [port], "username": "mailer"})
     assert found.status_code == 200, found.get_json()
     [tls] = [c for c in found.get_json()["result"]["candidates"] if c["encryption"] == "TLS"]
@@ -179,7 +179,7 @@ def test_detect_uses_the_file_only_toward_the_stored_port_and_encryption(
 
 
 def test_export_leaves_the_password_out(app: Flask) -> None:
-    configure(app, 587)
+    configure_from_the_command_line(app, 587)
     result = app.test_cli_runner().invoke(args=["email-settings", "export", "--with-password"])
     assert result.exit_code == 0, result.output
     assert "password" not in json.loads(result.stdout) and "SMTP_PASSWORD_FILE" in result.stderr
@@ -191,7 +191,7 @@ def test_nothing_logged_or_answered_holds_the_file_contents(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     with starttls_server(certificates, "not-what-the-file-holds") as (port, _):
-        configure(app, port)
+        configure_from_the_command_line(app, port)
         answers = [
             call(client, "test", {"to": RECIPIENT}).get_data(as_text=True),
             call(client, "show").get_data(as_text=True),
@@ -208,7 +208,7 @@ def test_without_the_file_set_nothing_changes(tmp_path: Path) -> None:
 
 
 def test_oauth2_needs_no_password_while_the_file_is_set(app: Flask) -> None:
-    configure(app, 587)
+    configure_from_the_command_line(app, 587)
     result = app.test_cli_runner().invoke(
         args=[
             "email-settings", "edit", "--move-password-file", "--auth-method", "oauth2",

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from settings_ui import crypto, database
 
-from .conftest import make_app, stored_row, tracked
+from .apps import make_app, stored_row, tracked
 from .helpers import EXAMPLE_PASSWORD, call, shown
 from .processes import AppProcess
 

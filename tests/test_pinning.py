@@ -18,8 +18,8 @@ from bs4 import BeautifulSoup
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .conftest import make_app, stored_row
-from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page, step_details
+from .apps import make_app, stored_row
+from .helpers import EXAMPLE_PASSWORD, assert_error, call, configure, form_values, page, step_details
 from .smtp_servers import Authenticator, Certificates, smtp_server
 
 TIMEOUT = 3.0
@@ -47,10 +47,8 @@ def colons(fingerprint: str) -> str:
     return ":".join(upper[i : i + 2] for i in range(0, 64, 2))
 
 
-def configure(client: FlaskClient, port: int, **overrides: Any) -> None:
-    params = {"smtp_host": HOST, "smtp_port": port, "encryption": "TLS", "from_email": "noreply@example.com"}
-    response = call(client, "edit", params | overrides)
-    assert response.status_code == 200, response.get_json()
+def configure_tls(client: FlaskClient, port: int, **overrides: Any) -> None:
+    configure(client, port, encryption="TLS", **overrides)
 
 
 # --- The stored value --------------------------------------------------------------------------------
@@ -58,15 +56,15 @@ def configure(client: FlaskClient, port: int, **overrides: Any) -> None:
 
 def test_a_pin_is_stored_as_64_lower_case_hex_digits_however_it_was_written(client: FlaskClient) -> None:
     _, fingerprint = foreign_certificate(HOST)
-    configure(client, 465, pinned_cert_sha256=colons(fingerprint))
+    configure_tls(client, 465, pinned_cert_sha256=colons(fingerprint))
     assert call(client, "show").get_json()["result"]["pinned_cert_sha256"] == fingerprint
-    configure(client, 465, pinned_cert_sha256="")
+    configure_tls(client, 465, pinned_cert_sha256="")
     assert call(client, "show").get_json()["result"]["pinned_cert_sha256"] == ""
 
 
 @pytest.mark.parametrize("pin", ["abc", "g" * 64, "a" * 63, "a" * 65, 42])
 def test_a_malformed_pin_is_refused_and_nothing_stored(app: Flask, client: FlaskClient, pin: Any) -> None:
-    configure(client, 465)
+    configure_tls(client, 465)
     before = stored_row(app)
     assert_error(call(client, "edit", {"pinned_cert_sha256": pin}), 400, "pinned_cert_sha256")
     assert stored_row(app) == before
@@ -75,12 +73,12 @@ def test_a_malformed_pin_is_refused_and_nothing_stored(app: Flask, client: Flask
 def test_setting_or_changing_a_pin_must_bring_the_password(app: Flask, client: FlaskClient) -> None:
     _, first = foreign_certificate(HOST)
     _, second = foreign_certificate(HOST)
-    configure(client, 465, username="mailer", password=EXAMPLE_PASSWORD)
+    configure_tls(client, 465, username="mailer", password=EXAMPLE_PASSWORD)
     before = stored_row(app)
     error = assert_error(call(client, "edit", {"pinned_cert_sha256": first}), 400, "password", "pinned_cert_sha256")
     assert "password" in error["fields"]
     assert stored_row(app) == before
-    configure(client, 465, pinned_cert_sha256=first, password=EXAMPLE_PASSWORD)
+    configure_tls(client, 465, pinned_cert_sha256=first, password=EXAMPLE_PASSWORD)
     assert_error(call(client, "edit", {"pinned_cert_sha256": second}), 400, "password")
     # Removing the pin goes back to the authorities' checks: stricter, so the password may stay.
     assert call(client, "edit", {"pinned_cert_sha256": ""}).status_code == 200
@@ -95,7 +93,7 @@ def test_the_pinned_certificate_is_accepted_whatever_its_issuer_and_names(client
     auth = Authenticator("mailer", EXAMPLE_PASSWORD)
     tls = {"implicit_tls": context} if encryption == "TLS" else {"starttls": context}
     with smtp_server(authenticator=auth, **tls) as (port, handler):
-        configure(
+        configure_tls(
             client,
             port,
             encryption=encryption,
@@ -118,7 +116,7 @@ def test_another_certificate_than_the_pinned_one_is_refused_with_both_fingerprin
     auth = Authenticator("mailer", EXAMPLE_PASSWORD)
     # Even a certificate this machine trusts (the test CA's, valid for the host) is not the pinned one.
     with smtp_server(implicit_tls=certificates.server, authenticator=auth) as (port, handler):
-        configure(client, port, pinned_cert_sha256=pinned, username="mailer", password=EXAMPLE_PASSWORD)
+        configure_tls(client, port, pinned_cert_sha256=pinned, username="mailer", password=EXAMPLE_PASSWORD)
         response = call(client, "test", {"to": RECIPIENT})
     error = assert_error(response, 400, "the tls step failed", "not the pinned one", pinned, "SHA-256 fingerprint")
     presented = step_details(response)["tls"]
@@ -131,7 +129,7 @@ def test_a_pinned_certificate_about_to_expire_is_a_warning(client: FlaskClient) 
     soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=10)
     context, fingerprint = foreign_certificate(HOST, not_after=soon)
     with smtp_server(implicit_tls=context) as (port, _):
-        configure(client, port, pinned_cert_sha256=fingerprint)
+        configure_tls(client, port, pinned_cert_sha256=fingerprint)
         response = call(client, "test", {"to": RECIPIENT})
     assert response.status_code == 200, response.get_json()
     [warning] = response.get_json()["result"]["warnings"]
@@ -141,7 +139,7 @@ def test_a_pinned_certificate_about_to_expire_is_a_warning(client: FlaskClient) 
 def test_accepting_any_certificate_still_reports_what_it_saw(client: FlaskClient) -> None:
     context, fingerprint = foreign_certificate(HOST)
     with smtp_server(implicit_tls=context) as (port, _):
-        configure(client, port, allow_selfsigned_certs=True)
+        configure_tls(client, port, allow_selfsigned_certs=True)
         response = call(client, "test", {"to": RECIPIENT})
     assert response.status_code == 200, response.get_json()
     tls = step_details(response)["tls"]
@@ -159,7 +157,7 @@ def test_trust_this_certificate_pins_it_in_the_form_and_saving_it_makes_the_test
     context, fingerprint = foreign_certificate(HOST)
     auth = Authenticator("mailer", EXAMPLE_PASSWORD)
     with smtp_server(implicit_tls=context, authenticator=auth) as (port, handler):
-        configure(client, port, username="mailer", password=EXAMPLE_PASSWORD)
+        configure_tls(client, port, username="mailer", password=EXAMPLE_PASSWORD)
         before = stored_row(app)
         values = form_values(page(client)) | {"to": RECIPIENT}
         failed = BeautifulSoup(client.post("/test", data=values).get_data(as_text=True), "html.parser")
@@ -181,10 +179,10 @@ def test_trust_this_certificate_pins_it_in_the_form_and_saving_it_makes_the_test
 
 
 def test_the_page_advises_a_pin_where_any_certificate_is_accepted(client: FlaskClient) -> None:
-    configure(client, 465, allow_selfsigned_certs=True)
+    configure_tls(client, 465, allow_selfsigned_certs=True)
     assert "Pinning the server's own" in page(client).find(id="pin-advice").get_text()
     _, fingerprint = foreign_certificate(HOST)
-    configure(client, 465, pinned_cert_sha256=fingerprint)
+    configure_tls(client, 465, pinned_cert_sha256=fingerprint)
     assert page(client).find(id="pin-advice") is None
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from settings_ui import crypto, fields, operations, rules
 from settings_ui.errors import SettingsError
 
-from .conftest import make_app, stored_row
+from .apps import make_app, stored_row
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),

@@ -10,8 +10,8 @@ from flask import Flask, jsonify
 
 import settings_ui
 
-from .conftest import make_app
-from .helpers import EXAMPLE_PASSWORD, call
+from .apps import make_app
+from .helpers import EXAMPLE_PASSWORD, SENDER, configure
 from .smtp_servers import Authenticator, Certificates, RecordingHandler, free_port, smtp_server
 
 
@@ -36,11 +36,6 @@ def product(settings_app: Flask) -> Flask:
     return shop
 
 
-def configure(settings_app: Flask, port: int, **overrides: object) -> None:
-    params = {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "Plain", "from_email": "shop@example.com"}
-    assert call(settings_app.test_client(), "edit", params | overrides).status_code == 200
-
-
 def test_a_product_sends_through_the_stored_settings(settings_app: Flask, certificates: Certificates) -> None:
     auth = Authenticator("mailer", EXAMPLE_PASSWORD)
     with smtp_server(starttls=certificates.server, authenticator=auth, auth_require_tls=True) as (port, handler):
@@ -49,7 +44,7 @@ def test_a_product_sends_through_the_stored_settings(settings_app: Flask, certif
     assert answer["sent"] is True, answer
     [received] = handler.received
     assert received.rcpt_tos == ["new@example.net"] and received.tls and received.authenticated_as == "mailer"
-    assert received.message["From"] == "shop@example.com" and received.message["Message-ID"]
+    assert received.message["From"] == SENDER and received.message["Message-ID"]
     assert EXAMPLE_PASSWORD not in str(answer)
 
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from flask import Flask
 from werkzeug.security import generate_password_hash
 
-from .conftest import make_app
+from .apps import make_app
 from .helpers import basic
 from .processes import PROJECT
 

@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .conftest import make_app
+from .apps import make_app
 from .helpers import assert_error, call
 from .mailserver import (
     CA_FILE,

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from .conftest import make_app, stored_row
+from .apps import make_app, stored_row
 
 OPERATIONS = ["/email-settings/show", "/email-settings/edit", "/email-settings/clear"]
 

@@ -20,7 +20,7 @@ from werkzeug.security import check_password_hash
 from settings_ui import crypto, database
 from settings_ui.cli import main as cli_main
 
-from .conftest import make_app, stored_row
+from .apps import make_app, stored_row
 from .helpers import ADMIN, ADMIN_HASH, ADMIN_PASSWORD, EXAMPLE_PASSWORD, assert_error, basic, call
 
 COMPLETE = {"smtp_host": "smtp.example.com", "smtp_port": 587, "from_email": "noreply@example.com"}

@@ -8,19 +8,17 @@ import subprocess
 import sys
 from email import message_from_bytes, policy
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
 
 from settings_ui import database
 
-from .conftest import make_app
-from .helpers import EXAMPLE_PASSWORD, call
+from .apps import make_app
+from .helpers import EXAMPLE_PASSWORD, SENDER, call, configure
 from .processes import PROJECT
 from .smtp_servers import Authenticator, Certificates, RecordingHandler, free_port, smtp_server
 
-SENDER = "noreply@example.com"
 MESSAGE = b"""\
 Subject: Quarterly report
 To: Alice <alice@example.net>
@@ -34,12 +32,6 @@ Hello.
 @pytest.fixture
 def app(tmp_path: Path, certificates: Certificates) -> Flask:
     return make_app(tmp_path, SMTP_TIMEOUT=3, SMTP_CA_FILE=str(certificates.ca_file))
-
-
-def configure(app: Flask, port: int, **overrides: Any) -> None:
-    params = {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "Plain", "from_email": SENDER}
-    response = call(app.test_client(), "edit", params | overrides)
-    assert response.status_code == 200, response.get_json()
 
 
 def sendmail(

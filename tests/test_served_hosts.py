@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .conftest import make_app, stored_row
+from .apps import make_app, stored_row
 from .helpers import assert_error, call
 from .processes import AppProcess
 from .smtp_servers import smtp_server

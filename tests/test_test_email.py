@@ -14,8 +14,18 @@ from flask.testing import FlaskClient
 
 from settings_ui import database
 
-from .conftest import LiveServer, make_app, stored_row
-from .helpers import EXAMPLE_PASSWORD, assert_error, call, form_values, page, post_json, post_json_with_headers
+from .apps import LiveServer, make_app, stored_row
+from .helpers import (
+    EXAMPLE_PASSWORD,
+    SENDER,
+    assert_error,
+    call,
+    configure,
+    form_values,
+    page,
+    post_json,
+    post_json_with_headers,
+)
 from .processes import GunicornProcess
 from .smtp_servers import (
     Authenticator,
@@ -29,20 +39,12 @@ from .smtp_servers import (
 
 TIMEOUT = 2.0
 RECIPIENT = "admin@example.net"
-SENDER = "noreply@example.com"
 
 
 @pytest.fixture
 def app(tmp_path: Path, certificates: Certificates) -> Flask:
     app = make_app(tmp_path, SMTP_TIMEOUT=TIMEOUT, SMTP_CA_FILE=str(certificates.ca_file))
     return app
-
-
-def configure(client: FlaskClient, port: int, **overrides: Any) -> None:
-    params = {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "Plain", "from_email": SENDER}
-    params.update(overrides)
-    response = call(client, "edit", params)
-    assert response.status_code == 200, response.get_json()
 
 
 def send(client: FlaskClient, **params: Any) -> Any:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import make_app
+from .apps import make_app
 from .helpers import assert_error, call
 from .smtp_servers import Certificates, smtp_server
 

@@ -20,7 +20,7 @@ from werkzeug.security import generate_password_hash
 
 from settings_ui import crypto, database
 
-from .conftest import make_app, stored_row
+from .apps import make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD, call, post_json
 from .processes import PROJECT, GunicornProcess
 from .smtp_servers import free_port, smtp_server
