@@ -232,7 +232,7 @@ def detect_command(host: str, username: str | None, password_stdin: bool, ports:
     click.echo(f"{'port':>5}  {'encryption':<10} {'result':<6} {'cert':<10} {'auth':<9} detail")
     for candidate in found.candidates:
         certificate = candidate.certificate
-        trust = "-" if certificate is None else "verified" if certificate["verified"] else "unverified"
+        trust = "-" if certificate is None else "verified" if certificate.verified else "unverified"
         click.echo(
             f"{candidate.smtp_port:>5}  {candidate.encryption:<10} {'ok' if candidate.ok else 'FAIL':<6} "
             f"{trust:<10} {candidate.auth:<9} {candidate.detail}"

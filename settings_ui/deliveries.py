@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from sqlalchemy import Connection, delete, func, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from . import database
 from .audit import as_utc
 from .models import Delivery, DeliveryTotal, table
+from .shapes import Schema
 from .smtp import Report, host_port
 
 SURFACES = ("test", "sendmail", "python")
@@ -40,10 +41,10 @@ class Outcome:
     """One delivery as the panel shows it."""
 
     at: datetime
-    surface: str
-    sent: bool
-    failed_step: str
-    cause: str
+    surface: Annotated[str, Schema(enum=list(SURFACES))]
+    _sent: bool
+    failed_step: str | None
+    cause: Annotated[str, Schema("the diagnosis (recipients' addresses left out)")]
     fix: str
     server: str
 
@@ -54,32 +55,15 @@ class Status:
 
     last_success: Outcome | None
     last_failure: Outcome | None
-    sent_24h: int
-    failed_24h: int
-    failing_since: datetime | None
-    """When real mail (not a test) started failing: set while the last real delivery failed after
-    the last success."""
-
-    def as_dict(self) -> dict[str, Any]:
-        def outcome(entry: Outcome | None) -> dict[str, Any] | None:
-            if entry is None:
-                return None
-            return {
-                "at": entry.at.isoformat(),
-                "surface": entry.surface,
-                "server": entry.server,
-                "failed_step": entry.failed_step or None,
-                "cause": entry.cause,
-                "fix": entry.fix,
-            }
-
-        return {
-            "last_success": outcome(self.last_success),
-            "last_failure": outcome(self.last_failure),
-            "sent_24h": self.sent_24h,
-            "failed_24h": self.failed_24h,
-            "failing_since": self.failing_since.isoformat() if self.failing_since else None,
-        }
+    sent_24h: Annotated[int, Schema(minimum=0)]
+    failed_24h: Annotated[int, Schema(minimum=0)]
+    failing_since: Annotated[
+        datetime | None,
+        Schema(
+            "set while the last real delivery (not a test) failed after the last success: when that run of "
+            "failures began"
+        ),
+    ]
 
 
 def record(surface: str, report: Report, recipients: Iterable[str], smtp_host: str, smtp_port: int) -> None:
@@ -154,7 +138,7 @@ def status() -> Status:
         real = _DELIVERY.c.surface != "test"
         last_real = _last(connection, real)
         failing_since = None
-        if last_real is not None and not last_real.sent:
+        if last_real is not None and not last_real._sent:
             since = (_DELIVERY.c.at > last_success.at) if last_success else true()
             first = connection.execute(
                 select(func.min(_DELIVERY.c.at)).where(real, _DELIVERY.c.sent.is_(False), since)
@@ -174,7 +158,13 @@ def _last(connection: Connection, condition: Any) -> Outcome | None:
     if row is None:
         return None
     return Outcome(
-        as_utc(row["at"]), row["surface"], row["sent"], row["failed_step"], row["cause"], row["fix"], row["server"]
+        as_utc(row["at"]),
+        row["surface"],
+        row["sent"],
+        row["failed_step"] or None,
+        row["cause"],
+        row["fix"],
+        row["server"],
     )
 
 

@@ -36,6 +36,30 @@ class Field:
     write_only: bool = False
     """Never shown: the password."""
 
+    def json_schema(self) -> dict[str, Any]:
+        """This field's JSON Schema as an edit parameter."""
+        schema: dict[str, Any] = {"type": _JSON_TYPES[self.type], "description": self.description}
+        if self.choices:
+            schema["enum"] = list(self.choices)
+        elif self.type is str:
+            schema["pattern"] = NO_CONTROL
+        if self.minimum is not None:
+            schema.update(minimum=self.minimum, maximum=self.maximum)
+        if self.max_length is not None:
+            schema["maxLength"] = self.max_length
+        return schema
+
+    def stored_schema(self) -> dict[str, Any]:
+        """This field's JSON Schema as stored: a parameter, or the unconfigured default (an empty host, port 0)."""
+        schema = self.json_schema()
+        if self.minimum is not None:
+            schema["minimum"] = min(self.minimum, self.default)
+        return schema
+
+
+_JSON_TYPES = {bool: "boolean", int: "integer", str: "string"}
+NO_CONTROL = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"  # no control character (rules.check_no_control_characters)
+
 
 FIELDS: tuple[Field, ...] = (
     Field(

@@ -8,19 +8,43 @@ A test that was not sent is an outcome, not an error: :func:`run_test` returns t
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
-from typing import Any
+from typing import Annotated, Any
 
 from . import audit, deliveries, rules, smtp
 from .audit import SYSTEM, Actor
 from .errors import SettingsError
 from .params import check_type, json_type_name, reject_unknown
+from .shapes import Schema
 from .targets import resolve_target, smtp_options, smtp_slot
 
 PARAMETERS = ("to", "settings", "dry_run")
+
+
+@dataclass(frozen=True)
+class EmailTestResult:
+    """What a test email that got through answers (one that did not is refused, with its steps)."""
+
+    sent: Annotated[bool, Schema("the server accepted the message (false for a dry run)")]
+    checked: Annotated[bool, Schema("the server accepted the sender and the recipient", const=True)]
+    message: str
+    steps: list[smtp.Step]
+    elapsed_ms: Annotated[int, Schema(minimum=0)]
+    warnings: Annotated[
+        list[str],
+        Schema(
+            "sent, but worth fixing: the password crossed the network unencrypted, the certificate was not "
+            "checked, or it expires within 21 days"
+        ),
+    ]
+
+    @classmethod
+    def of(cls, report: smtp.Report) -> EmailTestResult:
+        return cls(report.sent, report.checked, report.message, report.steps, report.elapsed_ms, report.warnings)
 
 
 def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report:

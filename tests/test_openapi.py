@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import pytest
 from flask import Flask, Response
@@ -12,6 +14,7 @@ from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator
 
 from settings_ui import rules
+from settings_ui.shapes import Schema, components, schema, to_json
 from settings_ui.web.envelope import api_calls
 from settings_ui.web.openapi import document
 
@@ -50,8 +53,8 @@ def test_the_document_takes_its_limits_from_the_rules() -> None:
 
 
 def test_every_schema_in_the_document_is_a_valid_json_schema() -> None:
-    for schema in document()["components"]["schemas"].values():
-        Draft202012Validator.check_schema(schema)
+    for declared in document()["components"]["schemas"].values():
+        Draft202012Validator.check_schema(declared)
 
 
 def _fake(status: int, body: Any, headers: dict[str, str] | None = None) -> Any:
@@ -98,3 +101,33 @@ def test_the_committed_reference_is_the_served_document() -> None:
     if os.environ.get("UPDATE_OPENAPI") == "1":
         committed.write_text(current)
     assert committed.read_text() == current, "docs/openapi.json is stale: see this test's docstring"
+
+
+@dataclass(frozen=True)
+class _Inner:
+    sha256: Annotated[str, Schema(pattern="^[0-9a-f]{64}$")]
+
+
+@dataclass(frozen=True)
+class _Result:
+    done: Annotated[bool, Schema("whether it is done")]
+    when: datetime | None
+    inner: _Inner | None
+    names: list[str]
+    _kept_back: int = 0
+
+
+def test_a_result_declared_once_gives_its_json_and_its_schema() -> None:
+    result = _Result(True, datetime(2026, 11, 27, 6, 0, tzinfo=UTC), _Inner("0" * 64), ["a"], _kept_back=7)
+    assert to_json(result) == {
+        "done": True,
+        "when": "2026-11-27T06:00:00+00:00",
+        "inner": {"sha256": "0" * 64},
+        "names": ["a"],
+    }
+    described = schema(_Result)
+    assert described["required"] == ["done", "when", "inner", "names"]
+    assert described["properties"]["done"] == {"type": "boolean", "description": "whether it is done"}
+    assert described["properties"]["when"] == {"type": ["string", "null"], "format": "date-time"}
+    assert described["properties"]["inner"] == {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/_Inner"}]}
+    assert set(components(_Result)) == {"_Result", "_Inner"}

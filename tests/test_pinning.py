@@ -48,7 +48,7 @@ def colons(fingerprint: str) -> str:
 
 
 def configure_tls(client: FlaskClient, port: int, **overrides: Any) -> None:
-    configure(client, port, encryption="TLS", **overrides)
+    configure(client, port, **({"encryption": "TLS"} | overrides))
 
 
 # --- The stored value --------------------------------------------------------------------------------

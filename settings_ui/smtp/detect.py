@@ -22,8 +22,11 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from .. import fields
+from ..rules import ENCRYPTIONS
+from ..shapes import Schema
 from . import diagnosis, oauth2
 from .conversation import converse, run_in_own_loop
 from .model import NO_MAIL, Options, Report, SmtpTarget
@@ -49,52 +52,62 @@ _PROBE_UNTIL = {"TLS": "ehlo", "StartTLS": "starttls"}
 _CLASSES = {("TLS", True): 0, ("StartTLS", True): 1, ("TLS", False): 2, ("StartTLS", False): 3, ("Plain", False): 4}
 
 
+@dataclass(frozen=True)
+class SeenCertificate:
+    """The certificate a server presented, and whether it was verified."""
+
+    verified: bool
+    problem: Annotated[str, Schema("why it was not verified")]
+    details: list[str]
+    sha256: Annotated[str, Schema(pattern="^[0-9a-f]{64}$")]
+
+
 @dataclass
 class Candidate:
     """One port with one kind of encryption, as the server answered it."""
 
     smtp_port: int
-    encryption: str
-    ok: bool = False
+    encryption: Annotated[str, Schema(enum=list(ENCRYPTIONS))]
+    ok: Annotated[bool, Schema("the server answered this way up to EHLO (after TLS, if any)")] = False
     connected: bool = False
     greeted: bool = False
-    tls: bool = False
-    certificate: dict[str, Any] | None = None
-    capabilities: list[str] = field(default_factory=list)
-    auth: str = "not tried"
+    tls: Annotated[bool, Schema("a TLS session was negotiated")] = False
+    certificate: SeenCertificate | None = None
+    capabilities: Annotated[
+        list[str], Schema("EHLO keywords with their parameters (SIZE 10240000, AUTH PLAIN LOGIN, ...)")
+    ] = field(default_factory=list)
+    auth: Literal["ok", "failed", "not tried"] = "not tried"
     detail: str = ""
 
     @property
     def verified(self) -> bool:
-        return bool(self.certificate and self.certificate["verified"])
+        return self.certificate is not None and self.certificate.verified
 
     @property
     def offers_auth(self) -> bool:
         return any(capability.split()[0] == "AUTH" for capability in self.capabilities)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "smtp_port": self.smtp_port,
-            "encryption": self.encryption,
-            "ok": self.ok,
-            "connected": self.connected,
-            "greeted": self.greeted,
-            "tls": self.tls,
-            "certificate": self.certificate,
-            "capabilities": self.capabilities,
-            "auth": self.auth,
-            "detail": self.detail,
-        }
+
+_RECOMMENDED = Schema(
+    "edit parameters (never a password): verified TLS before verified StartTLS before "
+    "unverified encryption; never Plain where the server offers encryption or with a username",
+    required=["smtp_host", "smtp_port", "encryption", "allow_selfsigned_certs"],
+    additionalProperties=False,
+    properties={
+        name: fields.BY_NAME[name].stored_schema()
+        for name in ("smtp_host", "smtp_port", "encryption", "allow_selfsigned_certs", "username")
+    },
+)
 
 
 @dataclass
 class Detection:
     """What a detect found: the settings to use (edit parameters, or None), every candidate, why."""
 
-    recommended: dict[str, Any] | None
+    recommended: Annotated[dict[str, Any] | None, _RECOMMENDED]
     candidates: list[Candidate]
-    elapsed_ms: int
-    message: str
+    elapsed_ms: Annotated[int, Schema(minimum=0)]
+    message: Annotated[str, Schema("what to use, and why")]
 
     @property
     def recommended_candidate(self) -> Candidate | None:
@@ -102,14 +115,6 @@ class Detection:
             return None
         chosen = (self.recommended["smtp_port"], self.recommended["encryption"])
         return next(c for c in self.candidates if (c.smtp_port, c.encryption) == chosen)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "recommended": self.recommended,
-            "candidates": [candidate.as_dict() for candidate in self.candidates],
-            "elapsed_ms": self.elapsed_ms,
-            "message": self.message,
-        }
 
 
 @dataclass(frozen=True)
@@ -296,7 +301,7 @@ class _Detect:
         name = "TLS" if candidate.encryption == "TLS" else "StartTLS"
         if candidate.verified:
             return f"{name} works, and the certificate is valid for {self.host}."
-        problem = candidate.certificate["problem"] if candidate.certificate else ""
+        problem = candidate.certificate.problem if candidate.certificate else ""
         return f"{name} works, but the certificate could not be verified. {problem}".strip()
 
     def _not_waited_for(self, port: int, encryption: str, why: str) -> None:
@@ -394,7 +399,7 @@ class _Detect:
         else:
             text += (
                 ", with allow_selfsigned_certs on: no port offers a certificate this machine can verify "
-                f"({best.certificate['problem'] if best.certificate else 'none was shown'}). Anyone between this "
+                f"({best.certificate.problem if best.certificate else 'none was shown'}). Anyone between this "
                 "machine and the server could then read the mail."
             )
         if best.auth == "ok":
@@ -404,10 +409,10 @@ class _Detect:
         return text
 
 
-def _certificate(der: bytes, refused: Report | None) -> dict[str, Any]:
-    return {
-        "verified": refused is None,
-        "problem": refused.cause.removeprefix(f"The {refused.failed_step} step failed. ") if refused else "",
-        "details": diagnosis.certificate_details(der),
-        "sha256": hashlib.sha256(der).hexdigest(),
-    }
+def _certificate(der: bytes, refused: Report | None) -> SeenCertificate:
+    return SeenCertificate(
+        verified=refused is None,
+        problem=refused.cause.removeprefix(f"The {refused.failed_step} step failed. ") if refused else "",
+        details=diagnosis.certificate_details(der),
+        sha256=hashlib.sha256(der).hexdigest(),
+    )

@@ -7,9 +7,10 @@ import hashlib
 import ssl
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
+from ..shapes import Schema, to_json
 from . import oauth2
 
 
@@ -57,15 +58,17 @@ _TARGET_FIELDS = tuple(
 )
 
 
+STEP_NAMES = ("resolve", "connect", "tls", "ehlo", "starttls", "token", "auth", "mail_from", "rcpt_to", "data")
+
+
 @dataclass
 class Step:
-    name: str
-    ok: bool
-    ms: int
-    detail: str
+    """One step of a conversation: how long it took, and what it found or why it failed."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    name: Annotated[str, Schema(enum=list(STEP_NAMES))]
+    ok: bool
+    ms: Annotated[int, Schema(minimum=0)]
+    detail: str
 
 
 @dataclass
@@ -94,7 +97,8 @@ class Report:
 
     def step_dicts(self) -> list[dict[str, Any]]:
         """The steps as the API lists them."""
-        return [step.as_dict() for step in self.steps]
+        listed: list[dict[str, Any]] = to_json(self.steps)
+        return listed
 
     @property
     def certificate_sha256(self) -> str | None:

@@ -17,6 +17,7 @@ from .. import deliveries, detection, operations, testmail
 from ..errors import SettingsError
 from ..operations import BusySettingsError, StaleSettingsError
 from ..params import reject_unknown
+from ..shapes import to_json
 from ..targets import TooManyTestsError
 from .auth import actor
 from .envelope import API_PREFIX, api_calls, error_response, success_response
@@ -132,27 +133,18 @@ def test() -> Response:
     report = testmail.run_test(read_params(), actor=actor())
     if not report.checked:
         return error_response(400, report.message, steps=report.step_dicts(), elapsed_ms=report.elapsed_ms)
-    return success_response(
-        {
-            "sent": report.sent,
-            "checked": True,
-            "message": report.message,
-            "steps": report.step_dicts(),
-            "elapsed_ms": report.elapsed_ms,
-            "warnings": report.warnings,
-        }
-    )
+    return success_response(to_json(testmail.EmailTestResult.of(report)))
 
 
 @bp.post("/detect")
 def detect() -> Response:
-    return success_response(detection.detect(read_params(), actor=actor()).as_dict())
+    return success_response(to_json(detection.detect(read_params(), actor=actor())))
 
 
 @bp.post("/status")
 def status() -> Response:
     _no_params()
-    return success_response(deliveries.status().as_dict())
+    return success_response(to_json(deliveries.status()))
 
 
 # Any other path or method under the API's prefix is answered here, so that it too gets the
