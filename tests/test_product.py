@@ -15,6 +15,7 @@ from bs4 import BeautifulSoup
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_mail import Message
+from flask_wtf.csrf import CSRFProtect
 from werkzeug.security import generate_password_hash
 
 import settings_ui
@@ -123,6 +124,23 @@ def test_an_admin_uses_the_api_with_the_products_session_and_the_products_own_fo
     assert_error(_api(admin, "nonsense"), 404, f"{PREFIX}/email-settings/edit")
     # The product's own form is still protected by its CSRFProtect.
     assert admin.post("/invite", data={"email": "friend@example.com"}).status_code == 400
+
+
+def test_the_api_takes_no_csrf_token_whether_the_product_sets_up_csrfprotect_before_or_after(tmp_path: Path) -> None:
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(SECRET_KEY="a product's key", EMAIL_SETTINGS_DATABASE_URI=f"sqlite:///{tmp_path / 'mail.db'}")
+    settings_ui.EmailSettings(app, url_prefix="/mail", authorize=lambda: True)
+    CSRFProtect(app)  # after settings-ui
+
+    @app.post("/product-form")
+    def product_form() -> str:
+        return "stored"
+
+    client = app.test_client()
+    assert client.post("/mail/email-settings/edit", json={"params": CONFIGURED}).status_code == 200
+    assert client.post("/product-form").status_code == 400  # the product's own form is still protected
+    assert client.post("/mail/", data={"smtp_host": "elsewhere.example.com"}).status_code == 400  # and the page
+    assert client.post("/mail/email-settings/show", json={"params": {}}).get_json()["result"] == shown(CONFIGURED)
 
 
 def test_the_product_keeps_its_tables_and_its_migration_history_in_a_shared_database(tmp_path: Path) -> None:

@@ -44,11 +44,22 @@ def init_app(app: Flask, *, url_prefix: str, authorize: Authorize | None) -> Non
     headers.init_app(app, checks_hosts=authorize is None)
     auth.init_app(app, authorize)
     app.register_blueprint(bp, url_prefix=url_prefix or None)
-    # A product's CSRFProtect would refuse every API call: JSON-only content type and
-    # credentials protect the API instead.
+    # A product's CSRFProtect would refuse every API call (a JSON content type and the sign-in
+    # protect the API instead): exempted now if it was set up first, else by a hook that runs
+    # before the one a CSRFProtect set up later adds.
+    _exempt_the_api(app)
+    app.before_request(_exempt_the_api_from_later_csrf)
+
+
+def _exempt_the_api(app: Flask) -> None:
     product_csrf = app.extensions.get("csrf")
     if product_csrf is not None:
         product_csrf.exempt(api.bp)
+
+
+def _exempt_the_api_from_later_csrf() -> None:
+    if in_api():
+        _exempt_the_api(current_app)
 
 
 def _check_csrf() -> None:
