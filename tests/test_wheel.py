@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.request
 import zipfile
@@ -52,14 +53,14 @@ def _shipped(tracked: list[str]) -> set[str]:
             continue  # the package's links to templates/, static/ and migrations/
         if name.startswith("settings_ui/"):
             expected.add(name)
-        elif name.startswith(_LINKED) and not name.endswith(".ini"):
+        elif name.startswith(_LINKED):
             expected.add(f"settings_ui/{name}")
     return expected
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """A wheel built from a copy of the tracked tree that also holds stray files; and the tracked names."""
+def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A copy of the tracked tree that also holds stray files; and the tracked names."""
     tree = tmp_path_factory.mktemp("tree")
     tracked = _tracked_files()
     for name in tracked:
@@ -72,26 +73,49 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     for name in STRAY_FILES:
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
         (tree / name).write_text("not to be shipped\n")
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(tree)],
-        check=True,
-        capture_output=True,
-    )
+    return tree, tracked
+
+
+def _wheel_from(source: Path, out: Path) -> Path:
+    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(source)]
+    subprocess.run(command, check=True, capture_output=True)
     (wheel,) = out.glob("settings_ui-*.whl")
-    return wheel, tracked
+    return wheel
+
+
+def _package_files(wheel: Path) -> set[str]:
+    return {name for name in zipfile.ZipFile(wheel).namelist() if ".dist-info/" not in name}
+
+
+@pytest.fixture(scope="module")
+def built(tree: tuple[Path, list[str]], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """The wheel built from that tree; and the tracked names."""
+    return _wheel_from(tree[0], tmp_path_factory.mktemp("dist")), tree[1]
 
 
 def test_the_wheel_holds_the_whole_package_and_nothing_the_repository_does_not_track(
     built: tuple[Path, list[str]],
 ) -> None:
     wheel, tracked = built
-    names = {name for name in zipfile.ZipFile(wheel).namelist() if ".dist-info/" not in name}
+    names = _package_files(wheel)
     expected = _shipped(tracked)
     assert "settings_ui/templates/settings_ui/settings.html" in expected
     assert "settings_ui/migrations/versions/0001_initial_schema.py" in expected
     assert "settings_ui/py.typed" in expected
     assert names == expected
+
+
+def test_the_sdist_holds_the_package_and_builds_the_same_wheel(tree: tuple[Path, list[str]], tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path / "sdist"), str(tree[0])]
+    subprocess.run(command, check=True, capture_output=True)
+    (sdist,) = (tmp_path / "sdist").glob("settings_ui-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    assert {name for name in names if name.startswith("settings_ui/")} == _shipped(tree[1])
+    assert {"README.md", "pyproject.toml", "PKG-INFO"} <= names
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+    assert _package_files(_wheel_from(unpacked, tmp_path / "dist")) == _shipped(tree[1])
 
 
 @pytest.fixture(scope="module")
