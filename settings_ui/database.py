@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import schema
 from .instance_files import create_private_file
+from .models import SETTINGS_ROW_ID, SettingsRow
 
 _ENGINE = "settings_ui.engine"
+_ROW_EXISTS = select(SettingsRow.id).where(SettingsRow.id == SETTINGS_ROW_ID)
 
 
 def init_app(app: Flask, uri: str) -> None:
@@ -42,6 +45,17 @@ def engine() -> Engine:
     """The current app's settings-ui engine."""
     found: Engine = current_app.extensions[_ENGINE]
     return found
+
+
+def state() -> str:
+    """The database as a health check sees it: "ok", "unreachable", or "settings table is empty"."""
+    try:
+        with engine().connect() as connection:
+            found = connection.execute(_ROW_EXISTS).first()
+    except SQLAlchemyError as error:
+        current_app.logger.error("Health check: the database is unavailable: %s", type(error).__name__)
+        return "unreachable"
+    return "ok" if found is not None else "settings table is empty"
 
 
 def _engine_options(uri: str, config: Any) -> dict[str, Any]:
