@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from .params import parse_params
 SERVER_IDENTITY = ("smtp_host", "smtp_port", "encryption", "username")
 """The stored password is bound to these: it is only ever sent where they point (stored normalized,
 so a host's case, trailing dot, IDN form or IPv6 spelling compare equal)."""
+
+_TRUST = ("allow_selfsigned_certs", "pinned_cert_sha256")
+"""What the certificate checks trust: widening it is like pointing at another server."""
 
 SECRET_IDENTITY = ("oauth2_token_url", "oauth2_client_id")
 """The stored client secret is bound to these too: it is only ever sent to that endpoint, for that client."""
@@ -133,6 +137,8 @@ def edit(
         for name in fields.SECRETS:
             secret, column = values.pop(name), fields.encrypted_column(name)
             values[column] = row[column] if secret is KEEP else crypto.encrypt(secret) if secret else None
+        if password_file.configured() is not None and (password_file_moves or _file_binding(row) is None):
+            values["password_file_server"] = json.dumps({name: values[name] for name in (*SERVER_IDENTITY, *_TRUST)})
         return values
 
     return _write("settings edited", merged_values, expected_versions, actor)
@@ -197,9 +203,13 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
         )
     if has_password and not values["username"]:
         errors["username"] = "is required when a password is set (or remove the password)"
-    file_bound = from_file and bool(row["smtp_host"]) and not password_file_moves
-    if password is KEEP and (row["password_encrypted"] or file_bound) and not errors:
-        moved = [name for name in SERVER_IDENTITY if values[name] != row[name]] + _checks_loosened(values, row)
+    # The password that would be kept is only ever sent to the server it is bound to.
+    bound_to = _file_binding(row) if from_file and not password_file_moves else None
+    if not from_file and row["password_encrypted"]:
+        bound_to = row
+    if password is KEEP and bound_to is not None and not errors:
+        moved = [name for name in SERVER_IDENTITY if values[name] != bound_to[name]]
+        moved += _checks_loosened(values, bound_to)
         if moved and from_file:
             errors["password"] = (
                 f"must be given again because {' and '.join(moved)} changed: the password of SMTP_PASSWORD_FILE "
@@ -240,6 +250,17 @@ def _oauth2_problems(values: Mapping[str, Any], has_password: bool, has_secret: 
     if not has_secret:
         problems["oauth2_client_secret"] = "is required with auth_method oauth2"
     return problems
+
+
+def _file_binding(row: Row) -> Row | None:
+    """The server SMTP_PASSWORD_FILE's password is bound to: as recorded, else (a database from before
+    the record) the server stored now, else none yet (a fresh install: its first save binds it)."""
+    if row["password_file_server"]:
+        recorded: Row = json.loads(row["password_file_server"])
+        return recorded
+    if row["smtp_host"]:
+        return row
+    return None
 
 
 def _checks_loosened(values: Mapping[str, Any], row: Row) -> list[str]:

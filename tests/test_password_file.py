@@ -165,6 +165,44 @@ def test_a_draft_for_another_server_must_bring_its_own_password(
     assert len(handler.received) == 1
 
 
+def test_after_clear_the_file_password_still_goes_only_to_its_own_server(
+    app: Flask, client: FlaskClient, certificates: Certificates
+) -> None:
+    with starttls_server(certificates, FILE_PASSWORD) as (port, handler):
+        configure_from_the_command_line(app, port)
+        assert call(client, "clear").status_code == 200
+        home = {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "StartTLS", "username": "mailer"}
+        home |= {"from_email": "noreply@example.com"}
+        with starttls_server(certificates, FILE_PASSWORD) as (elsewhere, impostor):
+            cleared = stored_row(app)
+            draft = home | {"smtp_port": elsewhere}
+            assert_error(call(client, "test", {"to": RECIPIENT, "settings": draft}), 400, "password")
+            assert_error(call(client, "edit", draft), 400, "password", "--move-password-file")
+            assert stored_row(app) == cleared
+        assert impostor.connections == 0
+        assert call(client, "edit", home).status_code == 200  # its own server: saved, and it signs in there
+        assert call(client, "test", {"to": RECIPIENT}).status_code == 200
+    assert handler.received[0].authenticated_as == "mailer"
+
+
+def test_a_fresh_install_binds_the_file_password_at_its_first_save_and_only_the_command_line_moves_it(
+    app: Flask, client: FlaskClient, certificates: Certificates
+) -> None:
+    with (
+        starttls_server(certificates, FILE_PASSWORD) as (port, _handler),
+        starttls_server(certificates, FILE_PASSWORD) as (other, moved_to),
+    ):
+        first = {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "StartTLS", "username": "mailer"}
+        first |= {"from_email": "noreply@example.com"}
+        assert call(client, "edit", first).status_code == 200  # the first save, through the API, binds it
+        assert call(client, "clear").status_code == 200
+        assert_error(call(client, "edit", first | {"smtp_port": other}), 400, "--move-password-file")
+        configure_from_the_command_line(app, other)  # the operator moves it
+        assert call(client, "test", {"to": RECIPIENT}).status_code == 200
+        assert_error(call(client, "edit", first), 400, "--move-password-file")  # bound to the new server now
+    assert moved_to.received[0].authenticated_as == "mailer"
+
+
 def test_detect_uses_the_file_only_toward_the_stored_port_and_encryption(
     app: Flask, client: FlaskClient, certificates: Certificates
 ) -> None:
