@@ -268,8 +268,9 @@ def _checks_loosened(values: Mapping[str, Any], row: Row) -> list[str]:
     loosened = []
     if values["allow_selfsigned_certs"] and not row["allow_selfsigned_certs"]:
         loosened.append("allow_selfsigned_certs")
-    if values["pinned_cert_sha256"] not in ("", row["pinned_cert_sha256"]):
-        # A pin trusts a certificate no authority vouches for: like switching the checks off.
+    if values["pinned_cert_sha256"] != row["pinned_cert_sha256"]:
+        # A new pin trusts a certificate no authority vouches for; without the pin, any certificate
+        # the checks accept (or, with allow_selfsigned_certs, any at all) is trusted again.
         loosened.append("pinned_cert_sha256")
     return loosened
 

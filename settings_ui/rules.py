@@ -163,8 +163,10 @@ def normalize_fingerprint(value: str) -> str:
     """A SHA-256 certificate fingerprint as 64 lower-case hex digits; given with or without colons,
     in any case (as browsers, ``openssl x509 -fingerprint -sha256`` and the test's report show it);
     empty for no pin."""
+    if value == "":
+        return ""  # no pin
     digits = value.strip().replace(":", "").lower()
-    if digits and not _FINGERPRINT.match(digits):  # empty: no pin
+    if not _FINGERPRINT.match(digits):  # "::" or " " is not a way to say "no pin": it is refused
         raise ValueError(
             "must be a SHA-256 fingerprint: 64 hexadecimal digits, with or without colons "
             "(for example AB:12:…, as the test shows it)"

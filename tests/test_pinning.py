@@ -62,7 +62,7 @@ def test_a_pin_is_stored_as_64_lower_case_hex_digits_however_it_was_written(clie
     assert call(client, "show").get_json()["result"]["pinned_cert_sha256"] == ""
 
 
-@pytest.mark.parametrize("pin", ["abc", "g" * 64, "a" * 63, "a" * 65, 42])
+@pytest.mark.parametrize("pin", ["abc", "g" * 64, "a" * 63, "a" * 65, 42, "::", " ", ":"])
 def test_a_malformed_pin_is_refused_and_nothing_stored(app: Flask, client: FlaskClient, pin: Any) -> None:
     configure_tls(client, 465)
     before = stored_row(app)
@@ -70,7 +70,7 @@ def test_a_malformed_pin_is_refused_and_nothing_stored(app: Flask, client: Flask
     assert stored_row(app) == before
 
 
-def test_setting_or_changing_a_pin_must_bring_the_password(app: Flask, client: FlaskClient) -> None:
+def test_setting_changing_or_removing_a_pin_must_bring_the_password(app: Flask, client: FlaskClient) -> None:
     _, first = foreign_certificate(HOST)
     _, second = foreign_certificate(HOST)
     configure_tls(client, 465, username="mailer", password=EXAMPLE_PASSWORD)
@@ -80,8 +80,14 @@ def test_setting_or_changing_a_pin_must_bring_the_password(app: Flask, client: F
     assert stored_row(app) == before
     configure_tls(client, 465, pinned_cert_sha256=first, password=EXAMPLE_PASSWORD)
     assert_error(call(client, "edit", {"pinned_cert_sha256": second}), 400, "password")
-    # Removing the pin goes back to the authorities' checks: stricter, so the password may stay.
-    assert call(client, "edit", {"pinned_cert_sha256": ""}).status_code == 200
+    # Without the pin, any certificate the checks accept (with allow_selfsigned_certs, any at all) is
+    # trusted again: removing it, in an edit or a test's draft, needs the password too.
+    pinned = stored_row(app)
+    assert_error(call(client, "edit", {"pinned_cert_sha256": ""}), 400, "password", "pinned_cert_sha256")
+    draft = {"to": "admin@example.net", "settings": {"pinned_cert_sha256": ""}}
+    assert_error(call(client, "test", draft), 400, "password", "pinned_cert_sha256")
+    assert stored_row(app) == pinned
+    assert call(client, "edit", {"pinned_cert_sha256": "", "password": EXAMPLE_PASSWORD}).status_code == 200
 
 
 # --- The TLS step with a pin -------------------------------------------------------------------------
