@@ -79,3 +79,22 @@ def test_metrics_take_the_api_credentials(tmp_path: Path) -> None:
 def test_without_an_admin_metrics_answer_this_machine_only(client: FlaskClient) -> None:
     assert client.get("/metrics", environ_overrides={"REMOTE_ADDR": "192.0.2.9"}).status_code == 403
     assert client.get("/metrics").status_code == 200
+
+
+def test_made_up_methods_and_paths_add_no_series(client: FlaskClient) -> None:
+    def series() -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+        return {key for key in samples(client) if key[0].startswith("settings_ui_request")}
+
+    for number in range(3):  # each kind of refusal, and a scrape, once: so their series exist
+        client.open(f"/email-settings/nope{number}", method="PUT")
+        client.open("/email-settings/edit", method="ZQ000000X")
+    series()
+    known = series()
+    for number in range(40):
+        client.open(f"/email-settings/nope{number}", method=f"ZQ{number:06}X")
+        client.open(f"/email-settings/x{number}/y", method="PUT")
+        client.open(f"/nope{number}", method=f"ZQ{number:06}X")
+    grown = series() - known
+    assert grown == set()
+    answer = client.open("/email-settings/edit", method="ZQ000001X")
+    assert answer.status_code == 405 and answer.get_json()["successful"] is False  # the envelope, not a page

@@ -14,12 +14,12 @@ from pathlib import Path
 from flask import Blueprint, Flask, current_app, g, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
 from wtforms import ValidationError
 
 from . import api, auth, headers, health, metrics, openapi, pages
 from .auth import Authorize
-from .envelope import http_error, in_api
+from .envelope import API_PREFIX, http_error, in_api
 
 _CSRF_MESSAGE = (
     "The page was open too long or was sent from elsewhere, so it was not accepted "
@@ -43,6 +43,7 @@ def init_app(app: Flask, *, url_prefix: str, authorize: Authorize | None) -> Non
     metrics.init_app(app)
     headers.init_app(app, checks_hosts=authorize is None)
     auth.init_app(app, authorize)
+    app.extensions["settings_ui.api_path"] = url_prefix + API_PREFIX
     app.register_blueprint(bp, url_prefix=url_prefix or None)
     # A product's CSRFProtect would refuse every API call (a JSON content type and the sign-in
     # protect the API instead): exempted now if it was set up first, else by a hook that runs
@@ -101,6 +102,19 @@ def _page_context() -> dict[str, object]:
     # Flask-WTF gives templates csrf_token() only where the app has CSRFProtect.
     own_sign_in = current_app.extensions["settings_ui.auth"]["authorize"] is None
     return {"csrf_token": generate_csrf, "own_sign_in": own_sign_in}
+
+
+@bp.before_app_request
+def _routing_errors_of_the_api_in_its_envelope() -> ResponseReturnValue | None:
+    """A method no route takes ("ZQX /email-settings/edit") fails in routing, before any blueprint is
+    known: under the API's paths it still gets the envelope, not the app's own error page."""
+    problem = request.routing_exception
+    if not isinstance(problem, MethodNotAllowed | NotFound):
+        return None
+    api_path = current_app.extensions["settings_ui.api_path"]
+    if request.path != api_path and not request.path.startswith(api_path + "/"):
+        return None
+    return http_error(problem)
 
 
 bp.before_request(metrics.start)

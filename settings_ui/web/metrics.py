@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from .. import deliveries
 
 bp = Blueprint("metrics", __name__)
+_METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS"})
 
 
 class _Deliveries(Collector):
@@ -78,10 +79,12 @@ def start() -> None:
 
 def count(response: Response) -> Response:
     started = g.pop("metrics_started", None)
-    # The endpoint within settings-ui ("api.edit"), whatever the app mounted it as.
-    endpoint = (request.endpoint or "unknown").removeprefix("settings_ui.")
+    # Every label value comes from a fixed set, so that made-up methods or paths cannot grow the
+    # series without bound: the endpoint within settings-ui ("api.edit") or "other", a usual method or "other".
+    endpoint = (request.endpoint or "other").removeprefix("settings_ui.")
+    method = request.method if request.method in _METHODS else "other"
     metrics = current_app.extensions["settings_ui.metrics"]
-    metrics["requests"].labels(endpoint, request.method, str(response.status_code)).inc()
+    metrics["requests"].labels(endpoint, method, str(response.status_code)).inc()
     if started is not None:
         metrics["latency"].labels(endpoint).observe(time.perf_counter() - started)
     return response
