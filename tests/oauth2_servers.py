@@ -12,6 +12,7 @@ import contextlib
 import json
 import ssl
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,12 @@ class TokenEndpoint:
     body: Any = field(default_factory=lambda: {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3599})
     requests: list[dict[str, str]] = field(default_factory=list)
     url: str = ""
+    redirect_to: str = ""
+    """Answer 302 to this address instead."""
+    drip: float = 0.0
+    """Send the answer one byte every this many seconds."""
+    hung_up_at: float | None = None
+    """When (time.monotonic) the client hung up on a dripping answer."""
 
 
 @contextlib.contextmanager
@@ -53,11 +60,26 @@ def token_endpoint(
             form = urllib.parse.parse_qs(self.rfile.read(length).decode())
             endpoint.requests.append({name: values[0] for name, values in form.items()})
             body = endpoint.body if isinstance(endpoint.body, bytes) else json.dumps(endpoint.body).encode()
+            if endpoint.redirect_to:
+                self.send_response(302)
+                self.send_header("Location", endpoint.redirect_to)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(endpoint.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if not endpoint.drip:
+                self.wfile.write(body)
+                return
+            try:
+                for byte in body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(endpoint.drip)
+            except OSError:
+                endpoint.hung_up_at = time.monotonic()
 
         def log_message(self, *args: Any) -> None:  # quiet: pytest shows failures, not every request
             pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -337,3 +338,39 @@ def test_the_page_keeps_a_blank_secret_and_can_remove_it(app: Flask, client: Fla
     switched |= {"password": EXAMPLE_PASSWORD}
     assert client.post("/", data=switched).status_code == 303
     assert stored_row(app)["oauth2_client_secret_encrypted"] is None
+
+
+def test_a_token_endpoint_that_drips_its_answer_is_cut_off_at_smtp_timeout_and_named(
+    client: FlaskClient, certificates: Certificates
+) -> None:
+    with (
+        token_endpoint(TokenEndpoint(drip=0.5)) as endpoint,
+        xoauth2_server(certificates.server) as (port, handler),
+    ):
+        configure_oauth2(client, port, endpoint.url)
+        started = time.monotonic()
+        response = call(client, "test", {"to": RECIPIENT})
+        took = time.monotonic() - started
+        time.sleep(1.0)  # a drip or two more: the endpoint notices the hang-up when it writes
+    where = urllib.parse.urlsplit(endpoint.url).netloc
+    assert_error(response, 400, "the token step failed", f"The token endpoint {where} did not answer within")
+    assert took < 3 + 0.5  # SMTP_TIMEOUT is 3 here
+    # The fetch let go of the endpoint (and its thread) by the deadline, not at the end of the answer.
+    assert endpoint.hung_up_at is not None and endpoint.hung_up_at - started < 3 + 1.0
+    assert handler.attempts == []
+
+
+def test_a_redirect_from_the_token_endpoint_is_refused_and_not_followed(
+    client: FlaskClient, certificates: Certificates
+) -> None:
+    with (
+        token_endpoint() as elsewhere,
+        token_endpoint(TokenEndpoint(redirect_to="")) as endpoint,
+        xoauth2_server(certificates.server) as (port, handler),
+    ):
+        endpoint.redirect_to = elsewhere.url
+        configure_oauth2(client, port, endpoint.url)
+        response = call(client, "test", {"to": RECIPIENT})
+    assert_error(response, 400, "the token step failed", "redirect (HTTP 302)", "oauth2_token_url")
+    assert elsewhere.requests == [] and handler.attempts == []
+    never_shown(response.get_data(as_text=True))
