@@ -13,6 +13,7 @@ from pathlib import Path
 
 from flask import current_app
 
+_MAX_SIZE = 4096
 MANAGED_OUTSIDE = "the password comes from SMTP_PASSWORD_FILE, managed outside the application"
 
 
@@ -33,9 +34,8 @@ def read(path: Path) -> str:
     users than its owner, or empty.
     """
     try:
-        with path.open("rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            content = handle.read()
+        # O_NONBLOCK: a FIFO (or a device) put there would hold a plain open until someone writes to it.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise PasswordFileError(f"SMTP_PASSWORD_FILE {path} does not exist.") from None
     except PermissionError:
@@ -44,8 +44,17 @@ def read(path: Path) -> str:
         ) from None
     except OSError as error:
         raise PasswordFileError(f"SMTP_PASSWORD_FILE {path} cannot be read: {error.strerror}.") from None
-    if not stat.S_ISREG(mode):
-        raise PasswordFileError(f"SMTP_PASSWORD_FILE {path} is not a regular file.")
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise PasswordFileError(f"SMTP_PASSWORD_FILE {path} is not a regular file.")
+        content = os.read(descriptor, _MAX_SIZE + 1)
+    except OSError as error:
+        raise PasswordFileError(f"SMTP_PASSWORD_FILE {path} cannot be read: {error.strerror}.") from None
+    finally:
+        os.close(descriptor)
+    if len(content) > _MAX_SIZE:
+        raise PasswordFileError(f"SMTP_PASSWORD_FILE {path} is larger than a password ({_MAX_SIZE} bytes at most).")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise PasswordFileError(
             f"SMTP_PASSWORD_FILE {path} can be read by other users (mode {stat.S_IMODE(mode):04o}): make it "

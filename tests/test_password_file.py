@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +85,10 @@ def test_the_test_email_signs_in_with_the_file_and_follows_its_rotation_without_
         (lambda path: path.write_text(""), "is empty"),
         (lambda path: path.write_text("\n"), "is empty"),
         (lambda path: path.chmod(0o644), "can be read by other users (mode 0644)"),
-        (lambda path: (path.unlink(), path.mkdir()), "cannot be read"),
+        (lambda path: (path.unlink(), path.mkdir()), "is not a regular file"),
+        (lambda path: path.write_text("x" * 5000), "is larger than a password"),
     ],
-    ids=["missing", "empty", "only-a-newline", "too-open", "a-directory"],
+    ids=["missing", "empty", "only-a-newline", "too-open", "a-directory", "too-large"],
 )
 def test_a_spoiled_file_fails_the_auth_step_and_shows_on_the_page(
     app: Flask, client: FlaskClient, certificates: Certificates, secret: Path, spoil: Any, fragment: str
@@ -99,6 +102,21 @@ def test_a_spoiled_file_fails_the_auth_step_and_shows_on_the_page(
     assert handler.received == []
     problem = page(client).find(id="password-file-problem")
     assert problem is not None and fragment in problem.get_text()
+
+
+def test_a_fifo_as_the_password_file_is_refused_without_waiting_for_a_writer(
+    app: Flask, client: FlaskClient, secret: Path
+) -> None:
+    secret.unlink()
+    os.mkfifo(secret, 0o600)
+    answers: list[str] = []
+    viewer = threading.Thread(target=lambda: answers.append(client.get("/").get_data(as_text=True)))
+    viewer.start()
+    viewer.join(timeout=10)
+    if viewer.is_alive():  # the page hangs on the FIFO: give it a writer so that the thread ends
+        os.close(os.open(secret, os.O_WRONLY))
+        viewer.join(timeout=10)
+    assert answers and "is not a regular file" in answers[0], "the page waited for a writer to the FIFO"
 
 
 def test_the_page_says_where_the_password_comes_from_and_has_no_password_field(
