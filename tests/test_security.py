@@ -213,10 +213,13 @@ def test_serving_the_network_without_an_admin_refuses_to_start(
     assert "hash-password" in capsys.readouterr().err
 
 
-def test_startup_without_an_admin_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_serving_without_an_admin_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        make_app(tmp_path)
-    assert "only clients on this machine (loopback) are served" in caplog.text
+        client = make_app(tmp_path).test_client()
+        assert "loopback" not in caplog.text  # made, serving no one yet
+        for _ in range(3):
+            call(client, "show")
+    assert caplog.text.count("only clients on this machine (loopback) are served") == 1
 
 
 # --- The password encrypted at rest -------------------------------------------------------

@@ -135,6 +135,25 @@ def test_commands_that_serve_no_one_do_not_print_the_loopback_warning(tmp_path: 
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["smtp_host"] == ""
     assert "loopback" not in shown.stdout + shown.stderr
+    built = subprocess.run(  # a product's or a script's start-up
+        [sys.executable, "-c", "import settings_ui; settings_ui.create_app()"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    assert "loopback" not in built.stdout + built.stderr
+    sendmail = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "email-settings", "sendmail", "someone@example.com"],
+        input="Subject: hello\n\nhi\n",
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert sendmail.returncode == 78  # not configured yet
+    assert "loopback" not in sendmail.stdout + sendmail.stderr
 
 
 def test_flask_run_says_what_protects_it_without_an_admin(tmp_path: Path) -> None:

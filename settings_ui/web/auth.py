@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import click
 from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
@@ -92,6 +91,7 @@ def guard() -> ResponseReturnValue | None:
     if authorize is not None:
         return _ask_the_product(authorize, address)
     if not admin_configured():
+        _say_once_that_only_loopback_is_served()
         if not is_loopback(address):
             raise Forbidden(
                 "This server has no admin account, so it only serves this machine (loopback). "
@@ -109,6 +109,21 @@ def guard() -> ResponseReturnValue | None:
             raise Unauthorized("The credentials are wrong.")
         raise Unauthorized("Credentials are missing: send HTTP Basic credentials of the admin account.")
     return redirect(url_for("settings_ui.auth.login", next=request.full_path.rstrip("?")))
+
+
+def _say_once_that_only_loopback_is_served() -> None:
+    # Said when the app serves its first request, whatever serves it (python app.py, flask run,
+    # gunicorn): never by the command line, sendmail or a product's start-up, where it is only noise.
+    state = _state()
+    if state["loopback_only_said"]:
+        return
+    state["loopback_only_said"] = True
+    current_app.logger.warning(
+        "No admin account is configured: only clients on this machine (loopback) are served, "
+        "under the names localhost, 127.0.0.1 and [::1]; any other client gets 403, whatever address "
+        "the server listens on. Set ADMIN_USERNAME and ADMIN_PASSWORD_HASH (see `flask --app app "
+        "hash-password`) to serve the network."
+    )
 
 
 def _ask_the_product(authorize: Authorize, address: str) -> ResponseReturnValue | None:
@@ -232,6 +247,7 @@ def init_app(app: Flask, authorize: Authorize | None) -> None:
         "authorize": authorize,
         "throttle": LoginThrottle(base_seconds=float(app.config["LOGIN_THROTTLE_SECONDS"])),
         "credentials": Credentials(),
+        "loopback_only_said": False,
     }
     if authorize is not None:
         return  # the product's sign-in, its Flask-Login if it has one, stay as they are
@@ -244,18 +260,3 @@ def init_app(app: Flask, authorize: Authorize | None) -> None:
     login_manager.user_loader(_load_user)
     login_manager.request_loader(_load_from_basic)
     login_manager.init_app(app)
-    if not admin_configured(app.config) and _may_serve():
-        # Whatever serves the app (python app.py, flask run, gunicorn) and wherever it listens.
-        app.logger.warning(
-            "No admin account is configured: only clients on this machine (loopback) are served, "
-            "under the names localhost, 127.0.0.1 and [::1]; any other client gets 403, whatever address "
-            "the server listens on. Set ADMIN_USERNAME and ADMIN_PASSWORD_HASH (see `flask --app app "
-            "hash-password`) to serve the network."
-        )
-
-
-def _may_serve() -> bool:
-    """False while a `flask` command other than `run` builds the app: it serves no client, so
-    the loopback-only warning would only be noise in its output."""
-    context = click.get_current_context(silent=True)
-    return context is None or context.command.name == "run"
