@@ -18,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import web
 from .extension import EmailSettings
-from .instance_files import make_private_folder, read_or_create
+from .instance_files import make_private_folder, read_or_create, readable_by_others, tighten_folder
 from .sending import Delivery, send_message
 
 __all__ = ["Delivery", "EmailSettings", "create_app", "send_message"]
@@ -58,6 +58,13 @@ def create_app(
     if test_config:
         app.config.from_mapping(test_config)
     make_private_folder(Path(app.instance_path))
+    tighten_folder(Path(app.instance_path))
+    if readable_by_others(Path(app.instance_path) / "config.py"):
+        app.logger.warning(
+            "%s can be read by other users: it may hold SECRET_KEY or ADMIN_PASSWORD_HASH. Make it the owner's "
+            "only (chmod 600).",
+            Path(app.instance_path) / "config.py",
+        )
     database = app.config.setdefault("SQLALCHEMY_DATABASE_URI", f"sqlite:///{Path(app.instance_path) / 'settings.db'}")
     app.config.setdefault("EMAIL_SETTINGS_DATABASE_URI", database)
     if not app.config.get("SECRET_KEY"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,20 @@ def _read_complete(path: Path) -> str:
 def make_private_folder(path: Path) -> None:
     """Create ``path`` (and its parents) readable by the owner only; an existing folder keeps its mode."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def tighten_folder(path: Path) -> None:
+    """Make the existing folder ``path`` the owner's only (git makes a clone's instance/ 0755)."""
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o700)
+
+
+def readable_by_others(path: Path) -> bool:
+    """Whether the file ``path`` exists and other users than its owner may read or change it."""
+    try:
+        return bool(stat.S_IMODE(path.stat().st_mode) & 0o077)
+    except FileNotFoundError:
+        return False
 
 
 def create_private_file(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -108,3 +109,17 @@ def test_the_instance_folder_and_its_files_are_private(tmp_path: Path) -> None:
     expected = {"settings.db", "settings.db-wal", "settings.db-shm", "settings.db.write-lock", "secret_key"}
     assert expected <= set(modes), modes
     assert {name: mode for name, mode in modes.items() if mode != 0o600} == {}
+
+
+def test_an_open_instance_folder_is_tightened_and_an_open_config_file_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    instance = tmp_path / "instance"
+    instance.mkdir(mode=0o755)  # as git makes it in a fresh clone
+    instance.chmod(0o755)
+    (instance / "config.py").write_text("SMTP_TIMEOUT = 12\n")
+    (instance / "config.py").chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        make_app(tmp_path)
+    assert stat.S_IMODE(instance.stat().st_mode) == 0o700
+    assert "config.py can be read by other users" in caplog.text
