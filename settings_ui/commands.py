@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import email.policy
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from email.errors import MissingHeaderBodySeparatorDefect
@@ -94,7 +95,14 @@ def _print_settings(settings: operations.Settings) -> None:
 
 def _port(_context: click.Context, _parameter: click.Parameter, value: str | None) -> int | str | None:
     # Pass a non-number on as it is, so that the service says what is wrong, as the API would.
-    return int(value) if value is not None and value.strip().lstrip("-").isdigit() else value
+    return _integer_or_text(value) if value is not None else None
+
+
+def _integer_or_text(value: str) -> int | str:
+    # Only ASCII digits make a number ("²" is a digit to str.isdigit, not to int); the rest is passed on
+    # as text, for the operations to say what is wrong with it.
+    value = value.strip()
+    return int(value) if re.fullmatch(r"-?[0-9]+", value) else value
 
 
 def _fail(error: SettingsError) -> click.ClickException:
@@ -207,7 +215,7 @@ def _ports_list(_context: click.Context, _parameter: click.Parameter, value: str
     if value is None:
         return None
     # Numbers as numbers, anything else as given, so that the service says what is wrong.
-    return [int(item) if item.strip().isdigit() else item.strip() for item in value.split(",")]
+    return [_integer_or_text(item) for item in value.split(",")]
 
 
 @email_settings.command("detect")

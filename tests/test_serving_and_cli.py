@@ -240,6 +240,7 @@ def test_cli_edit_with_password_from_stdin(app: Flask, runner: FlaskCliRunner) -
     [
         (["--smtp-port", "70000"], "smtp_port must be from 1 to 65535"),
         (["--smtp-port", "abc"], "smtp_port must be an integer, not a string"),
+        (["--smtp-port", "\u00b2"], "smtp_port must be an integer, not a string"),
         (["--encryption", "SSL"], "encryption must be one of Plain, StartTLS, TLS"),
         (["--from-email", "a@b.c, d@e.f"], "from_email must be one email address"),
         (["--remove-password"], "password cannot be removed while a username is set"),
@@ -254,6 +255,12 @@ def test_cli_edit_rejects_what_the_api_rejects_with_the_same_message(
     assert result.exit_code != 0
     assert message in result.output
     assert stored_row(app) == before
+
+
+def test_cli_detect_says_what_is_wrong_with_a_port_that_is_not_a_number(runner: FlaskCliRunner) -> None:
+    result = invoke(runner, "detect", "smtp.example.com", "--ports", "465,\u00b2")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # a message, not a crash
+    assert "ports" in result.output
 
 
 def test_cli_edit_without_options_is_a_usage_error(runner: FlaskCliRunner) -> None:
