@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import time
 from collections.abc import Callable
@@ -68,8 +69,16 @@ def open_private(path: Path) -> IO[str]:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path``, which ends up with mode 0600 even if it existed before."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
+    """Write ``text`` to ``path`` with mode 0600, as a new file renamed over it: a symlink at ``path``
+    is replaced, never followed, so whatever it points to is neither overwritten nor opened up."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

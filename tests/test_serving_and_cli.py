@@ -411,6 +411,22 @@ def test_cli_export_file_is_readable_by_its_owner_only(tmp_path: Path, app: Flas
         assert json.loads(target.read_text())["settings"]["username"] == "mailer"
 
 
+def test_cli_export_over_a_symlink_replaces_the_link_and_leaves_its_target_alone(
+    tmp_path: Path, app: Flask, runner: FlaskCliRunner
+) -> None:
+    call(app.test_client(), "edit", COMPLETE)
+    target, link = tmp_path / "someone-elses.conf", tmp_path / "export.json"
+    target.write_text("not yours\n")
+    target.chmod(0o644)
+    link.symlink_to(target)
+    result = invoke(runner, "export", "--output", str(link))
+    assert result.exit_code == 0, result.output
+    assert target.read_text() == "not yours\n" and stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert not link.is_symlink() and stat.S_IMODE(link.stat().st_mode) == 0o600
+    assert json.loads(link.read_text())["settings"]["smtp_host"] == COMPLETE["smtp_host"]
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")) == []
+
+
 def test_cli_import_refuses_what_is_not_an_export(tmp_path: Path, app: Flask, runner: FlaskCliRunner) -> None:
     before = stored_row(app)
     for content in ["not json", '{"settings": {}}', json.dumps({"format": "x"})]:
