@@ -252,10 +252,26 @@ def detect_command(host: str, username: str | None, password_stdin: bool, ports:
 
 
 # sendmail's exit statuses (sysexits.h), as programs that call sendmail expect them.
-EX_OK, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_CONFIG = 0, 65, 69, 75, 78
+EX_OK, EX_USAGE, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 69, 75, 78
 
 
-@email_settings.command("sendmail", context_settings={"ignore_unknown_options": False})
+class _SendmailUsageError(click.UsageError):
+    exit_code = EX_USAGE
+
+
+class _SendmailCommand(click.Command):
+    """A command line that sendmail's callers can read: a usage error exits 64, not click's 2."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as error:
+            raise _SendmailUsageError(error.message, error.ctx) from None
+
+
+@email_settings.command("sendmail", cls=_SendmailCommand, context_settings={"ignore_unknown_options": False})
 @click.option("-t", "from_headers", is_flag=True, help="take the recipients from To, Cc and Bcc (Bcc is removed)")
 @click.option("-f", "envelope_sender", metavar="ADDR", help="the envelope sender (default: from_email)")
 @click.option(
@@ -273,7 +289,10 @@ def sendmail_command(
     """Send the RFC 5322 message on standard input through the stored settings (a sendmail-compatible
     subset). Exit 0 when accepted, 75 on a temporary failure, 69 on a permanent one, 65 for a message
     that cannot be sent as given, 78 when the settings are incomplete."""
-    data = sys.stdin.buffer.read()
+    limit = int(current_app.config["SENDMAIL_MAX_MESSAGE_BYTES"])
+    data = sys.stdin.buffer.read(limit + 1)
+    if len(data) > limit:
+        _exit(EX_DATAERR, f"The message is larger than SENDMAIL_MAX_MESSAGE_BYTES ({limit} bytes): nothing was sent.")
     message = BytesParser(EmailMessage, policy=email.policy.default).parsebytes(data)
     if (
         not data.strip()

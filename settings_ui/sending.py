@@ -108,13 +108,17 @@ def deliver(
         return Delivery(False, reason, configuration_problem=True)
     addresses = [_address(value) for value in recipients]
     if take_recipients_from_headers:
-        headers = [value for name in ("To", "Cc", "Bcc") for value in message.get_all(name, [])]
-        addresses += [_address(address) for _name, address in getaddresses([str(value) for value in headers])]
-        del message["Bcc"]
+        addresses += [_address(address) for address in _header_recipients(message)]
+    # Never sent along, however the recipients were given: they would show every blind copy.
+    del message["Bcc"]
+    del message["Resent-Bcc"]
     addresses = list(dict.fromkeys(addresses))
     if not addresses:
         raise UnusableMessageError("it has no recipient (give one, or use -t with To, Cc or Bcc headers)")
-    sender = _address(envelope_sender) if envelope_sender else target.from_email
+    if envelope_sender == "<>":  # the null sender, for bounces and auto-replies
+        sender = ""
+    else:
+        sender = _address(envelope_sender) if envelope_sender else target.from_email
     _complete(message, target.from_email)
     international = not all(address.isascii() for address in (sender, *addresses))
     content = message.as_bytes(policy=SMTPUTF8 if international else SMTP)
@@ -122,6 +126,18 @@ def deliver(
     report = smtp.deliver(target, mail, targets.smtp_options())
     deliveries.record(surface, report, addresses, target.smtp_host, target.smtp_port)
     return Delivery(report.sent, report.message, report.temporary, report.steps, report.elapsed_ms)
+
+
+def _header_recipients(message: EmailMessage) -> list[str]:
+    """The addresses of the To, Cc and Bcc headers, as the strict header parser reads them: an encoded
+    word is a display name, never an address, and a header it cannot read unambiguously is refused."""
+    found = []
+    for name in ("To", "Cc", "Bcc"):
+        for header in message.get_all(name, []):
+            if getattr(header, "defects", None):
+                raise UnusableMessageError(f"its {name} header is not a valid list of addresses (RFC 5322)")
+            found += [address.addr_spec for address in header.addresses]
+    return found
 
 
 def _address(value: Any) -> str:

@@ -35,7 +35,7 @@ def app(tmp_path: Path, certificates: Certificates) -> Flask:
 
 
 def sendmail(
-    app: Flask, *args: str, message: bytes = MESSAGE, command: list[str] | None = None
+    app: Flask, *args: str, message: bytes = MESSAGE, command: list[str] | None = None, **config: str
 ) -> subprocess.CompletedProcess[bytes]:
     """Run sendmail in its own process on the app's database, as a product would."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
@@ -45,6 +45,7 @@ def sendmail(
         "SETTINGS_UI_SMTP_TIMEOUT": "3",
         "SETTINGS_UI_SMTP_CA_FILE": app.config["SMTP_CA_FILE"],
     }
+    environment |= {f"SETTINGS_UI_{name}": value for name, value in config.items()}
     flask = [sys.executable, "-m", "flask", "--app", "app", "email-settings", "sendmail"]
     return subprocess.run(
         [*(command or flask), *args], input=message, capture_output=True, cwd=PROJECT, env=environment, timeout=60
@@ -124,6 +125,61 @@ def test_a_message_that_cannot_be_sent_as_given_exits_65(app: Flask, message: by
     assert handler.connections == 0
 
 
+def test_bcc_and_resent_bcc_are_never_sent_along_however_the_recipients_are_given(app: Flask) -> None:
+    message = MESSAGE.replace(b"Bcc: carol@example.net\n", b"Bcc: carol@example.net\nResent-Bcc: judy@example.net\n")
+    with smtp_server() as (port, handler):
+        configure(app, port)
+        given = sendmail(app, "dave@example.net", message=message)
+        from_headers = sendmail(app, "-t", message=message)
+    assert given.returncode == 0 and from_headers.returncode == 0, (given.stderr, from_headers.stderr)
+    for received in handler.received:
+        assert b"carol" not in received.message.as_bytes() and b"judy" not in received.message.as_bytes()
+    assert handler.received[0].rcpt_tos == ["dave@example.net"]
+
+
+def test_an_empty_group_is_a_valid_to_header(app: Flask) -> None:
+    message = b"To: undisclosed-recipients:;\nSubject: news\n\nHello.\n"
+    with smtp_server() as (port, handler):
+        configure(app, port)
+        result = sendmail(app, "dave@example.net", message=message)
+    assert result.returncode == 0, result.stderr
+    assert handler.received[0].rcpt_tos == ["dave@example.net"]
+
+
+@pytest.mark.parametrize(
+    "to",
+    [b"=?utf-8?b?ZXZlQGV2aWwudGVzdA==?=", b"alice@example.net)<bob@evil.test>"],
+    ids=["encoded-word", "unbalanced-parenthesis"],
+)
+def test_recipients_come_from_the_strict_parse_of_the_headers_never_from_decoded_words(app: Flask, to: bytes) -> None:
+    with smtp_server() as (port, handler):
+        configure(app, port)
+        result = sendmail(app, "-t", message=b"To: " + to + b"\nSubject: s\n\nHello.\n")
+    assert result.returncode == 65 and b"To header is not a valid list of addresses" in result.stderr
+    assert handler.connections == 0
+
+
+def test_the_null_sender_is_a_valid_envelope_sender(app: Flask) -> None:
+    with smtp_server() as (port, handler):
+        configure(app, port)
+        result = sendmail(app, "-f", "<>", "dave@example.net")
+    assert result.returncode == 0, result.stderr
+    assert handler.received[0].mail_from == "<>"
+
+
+def test_an_unknown_option_is_a_usage_error_64(app: Flask) -> None:
+    result = sendmail(app, "-q", "dave@example.net")
+    assert result.returncode == 64, result.stderr
+
+
+def test_standard_input_past_the_limit_is_refused_unread(app: Flask) -> None:
+    with smtp_server() as (port, handler):
+        configure(app, port)
+        result = sendmail(app, "dave@example.net", message=MESSAGE + b"x" * 5000, SENDMAIL_MAX_MESSAGE_BYTES="1000")
+    assert result.returncode == 65 and b"larger than SENDMAIL_MAX_MESSAGE_BYTES (1000 bytes)" in result.stderr
+    assert handler.connections == 0
+
+
 def test_incomplete_settings_exit_78(app: Flask) -> None:
     result = sendmail(app, "ivan@example.net")
     assert result.returncode == 78
@@ -134,7 +190,7 @@ def test_a_message_over_the_server_size_is_refused_before_data(app: Flask) -> No
     with smtp_server() as (port, handler):  # aiosmtpd announces SIZE 33554432
         configure(app, port)
         big = MESSAGE + b"x" * 33_554_432
-        result = sendmail(app, "judy@example.net", message=big)
+        result = sendmail(app, "judy@example.net", message=big, SENDMAIL_MAX_MESSAGE_BYTES=str(64 * 1024 * 1024))
     assert result.returncode == 69
     assert b"more than the 33554432 bytes the server accepts" in result.stderr
     assert handler.received == [] and handler.accepted_recipients == []  # refused before MAIL FROM
