@@ -12,6 +12,7 @@ import ipaddress
 import re
 import urllib.parse
 
+import idna
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 ENCRYPTIONS: tuple[str, ...] = ("Plain", "StartTLS", "TLS")
@@ -73,7 +74,7 @@ def printable(text: str) -> str:
 def normalize_host(value: str) -> str:
     """Return the host in canonical form: an IP literal or a lower-case DNS name.
 
-    International names are accepted and stored in their ASCII (punycode) form.
+    International names are accepted and stored in their ASCII (punycode) form, by UTS 46.
     """
     host = value.strip()
     if not host:
@@ -93,8 +94,10 @@ def normalize_host(value: str) -> str:
     if any(c.isspace() for c in host):
         raise ValueError("must be a host name without spaces, such as smtp.example.com")
     try:
-        ascii_host = host.encode("idna").decode("ascii").lower()
-    except UnicodeError:
+        # UTS 46 with IDNA 2008, as browsers convert names ("straße.de" is xn--strae-oqa.de, not
+        # strasse.de as Python's own IDNA 2003 codec makes it: another domain).
+        ascii_host = host.lower() if host.isascii() else idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError:
         raise ValueError(_INVALID_HOST) from None
     name = ascii_host.removesuffix(".")
     if len(name) > HOST_MAX_LENGTH:

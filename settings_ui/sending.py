@@ -115,10 +115,7 @@ def deliver(
     addresses = list(dict.fromkeys(addresses))
     if not addresses:
         raise UnusableMessageError("it has no recipient (give one, or use -t with To, Cc or Bcc headers)")
-    if envelope_sender == "<>":  # the null sender, for bounces and auto-replies
-        sender = ""
-    else:
-        sender = _address(envelope_sender) if envelope_sender else target.from_email
+    sender = _envelope_sender(envelope_sender, target.from_email)
     _complete(message, target.from_email)
     international = not all(address.isascii() for address in (sender, *addresses))
     content = message.as_bytes(policy=SMTPUTF8 if international else SMTP)
@@ -126,6 +123,12 @@ def deliver(
     report = smtp.deliver(target, mail, targets.smtp_options())
     deliveries.record(surface, report, addresses, target.smtp_host, target.smtp_port)
     return Delivery(report.sent, report.message, report.temporary, report.steps, report.elapsed_ms)
+
+
+def _envelope_sender(given: str | None, from_email: str) -> str:
+    if given == "<>":  # the null sender, for bounces and auto-replies
+        return ""
+    return _address(given) if given else from_email
 
 
 def _header_recipients(message: EmailMessage) -> list[str]:

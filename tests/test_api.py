@@ -63,6 +63,18 @@ def test_edit_normalizes_host_and_address(client: FlaskClient) -> None:
     assert result["from_email"] == "NoReply@example.com"
 
 
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [("straße.de", "xn--strae-oqa.de"), ("Bücher.Example", "xn--bcher-kva.example"), ("xn--strae-oqa.de", None)],
+)
+def test_an_international_host_name_is_stored_as_browsers_convert_it(
+    client: FlaskClient, typed: str, stored: str | None
+) -> None:
+    response = call(client, "edit", {"smtp_host": typed, "smtp_port": 25, "from_email": "a@example.com"})
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["result"]["smtp_host"] == (stored or typed)  # UTS 46: straße.de is not strasse.de
+
+
 @pytest.mark.parametrize("host", ["192.0.2.10", "2001:db8::25", "[2001:db8::25]", "mail-1.example.co.uk", "localhost"])
 def test_edit_accepts_ip_literals_and_host_names(client: FlaskClient, host: str) -> None:
     response = call(client, "edit", {"smtp_host": host, "smtp_port": 25, "from_email": "a@example.com"})
