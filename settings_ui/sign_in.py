@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.security import check_password_hash
@@ -23,6 +23,9 @@ from . import database
 from .models import AdminSession, LoginFailure, table
 
 _FAILURES = table(LoginFailure)
+CHECK_PATIENCE = 2.0
+"""Seconds a sign-in waits for a free password check before it is answered 503: a crowd of wrong
+sign-ins never holds every worker thread."""
 _SESSIONS = table(AdminSession)
 
 
@@ -51,6 +54,7 @@ class LoginThrottle:
         forget_after: float = 24 * 3600,
         lease_seconds: float = 30.0,
         patience_seconds: float = 5.0,
+        failing_addresses_per_minute: int = 50,
     ):
         self.free_failures = free_failures
         self.base_seconds = base_seconds
@@ -59,6 +63,9 @@ class LoginThrottle:
         self.forget_after = forget_after
         self.lease_seconds = lease_seconds  # a check that died with its process frees the address after this
         self.patience_seconds = patience_seconds  # how long an attempt waits for another one's check
+        # Beside each address's own count, a budget for all of them: a spray of guesses from many
+        # addresses (each with its free failures) makes every new sign-in wait a minute.
+        self.failing_addresses_per_minute = failing_addresses_per_minute
 
     def begin_check(self, address: str, settled: Callable[[], bool]) -> bool:
         """Take the lease to check one attempt from ``address``: True, then call :meth:`end_check`.
@@ -74,6 +81,8 @@ class LoginThrottle:
                 row = connection.execute(select(_FAILURES).where(_FAILURES.c.address == address)).first()
             if row is not None and (wait := self._wait(row.failures, row.last_at, now)):
                 raise too_many(wait)
+            if self._over_budget(now):
+                raise too_many(60.0)
             if row is None or row.checking_until <= now:
                 if self._take_lease(address, row, now):
                     return True
@@ -83,6 +92,16 @@ class LoginThrottle:
             if time.monotonic() > give_up:
                 raise too_many(self.base_seconds)
             time.sleep(0.05)
+
+    def _over_budget(self, now: float) -> bool:
+        failing = select(func.count()).where(_FAILURES.c.failures > 0, _FAILURES.c.last_at > now - 60)
+        with database.engine().connect() as connection:
+            return int(connection.execute(failing).scalar_one()) >= self.failing_addresses_per_minute
+
+    def abandon_check(self, address: str) -> None:
+        """Release the lease without a verdict (the attempt could not be checked): nothing is counted."""
+        with database.engine().begin() as connection:
+            connection.execute(update(_FAILURES).where(_FAILURES.c.address == address).values(checking_until=0.0))
 
     def end_check(self, address: str, accepted: bool) -> None:
         """Release the lease: a right attempt clears the address, a wrong one is counted."""
@@ -144,7 +163,8 @@ class Credentials:
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
         self.checking = threading.BoundedSemaphore(parallel_checks)
-        """Held around a password check (by the caller, with what the check depends on)."""
+        """Held around a password check (by the caller, with what the check depends on), waited for
+        :data:`CHECK_PATIENCE` seconds at most."""
 
     def _digest(self, username: str, password: str) -> bytes:
         password_hash = str(current_app.config.get("ADMIN_PASSWORD_HASH") or "")

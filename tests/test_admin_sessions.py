@@ -227,3 +227,46 @@ def test_an_attempt_waits_for_the_one_being_checked(app: Flask) -> None:
             throttle.begin_check("192.0.2.1", lambda: False)
         throttle.end_check("192.0.2.1", accepted=False)
         assert throttle.begin_check("192.0.2.1", lambda: False)  # the next one, after the first failed
+
+
+def test_a_sign_in_waits_a_bounded_time_for_a_password_check_then_gets_503(tmp_path: Path) -> None:
+    app = make_app(tmp_path, ADMIN_USERNAME=ADMIN, ADMIN_PASSWORD_HASH=ADMIN_HASH)
+    credentials = app.extensions["settings_ui.auth"]["credentials"]
+    while credentials.checking.acquire(blocking=False):  # every check of this process is busy
+        pass
+    client = app.test_client()
+    started = time.monotonic()
+    answer = client.post("/email-settings/show", json={"params": {}}, headers=basic(ADMIN, "a wrong guess"))
+    waited = time.monotonic() - started
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+    assert answer.get_json()["successful"] is False
+    assert waited < 5  # sign_in.CHECK_PATIENCE, not for ever
+    credentials.checking.release()
+    credentials.checking.release()
+    # Nothing was counted against the address: the right password gets in at once.
+    assert (
+        client.post("/email-settings/show", json={"params": {}}, headers=basic(ADMIN, ADMIN_PASSWORD)).status_code
+        == 200
+    )
+
+
+def test_wrong_sign_ins_from_many_addresses_spend_a_budget_shared_by_all(tmp_path: Path) -> None:
+    app = make_app(tmp_path, ADMIN_USERNAME=ADMIN, ADMIN_PASSWORD_HASH=ADMIN_HASH, LOGIN_FAILING_ADDRESSES_PER_MINUTE=5)
+    client = app.test_client()
+    statuses = []
+    for number in range(8):  # one guess each: within every address's own free failures
+        answer = client.post(
+            "/email-settings/show",
+            json={"params": {}},
+            headers=basic(ADMIN, "guess"),
+            environ_base={"REMOTE_ADDR": f"127.0.0.{number + 2}"},
+        )
+        statuses.append(answer.status_code)
+    assert statuses == [401] * 5 + [429] * 3
+    fresh = client.post(
+        "/email-settings/show",
+        json={"params": {}},
+        headers=basic(ADMIN, ADMIN_PASSWORD),
+        environ_base={"REMOTE_ADDR": "127.0.0.99"},
+    )
+    assert fresh.status_code == 429 and int(fresh.headers["Retry-After"]) >= 60

@@ -19,7 +19,7 @@ from flask import Blueprint, Flask, current_app, g, redirect, render_template, r
 from flask.typing import ResponseReturnValue
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
-from werkzeug.exceptions import Forbidden, TooManyRequests, Unauthorized
+from werkzeug.exceptions import Forbidden, ServiceUnavailable, TooManyRequests, Unauthorized
 from werkzeug.wrappers import Response
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import InputRequired
@@ -171,12 +171,18 @@ def _sign_in_accepted(username: str, password: str, address: str, failure: str) 
         return True
     if not throttle.begin_check(address, lambda: credentials.remembered(username, password)):
         return True  # verified by another attempt while this one waited
+    if not credentials.checking.acquire(timeout=sign_in.CHECK_PATIENCE):  # a few hashes at once per process
+        throttle.abandon_check(address)
+        raise ServiceUnavailable(
+            "Too many sign-ins are being checked right now; try again in a few seconds.", retry_after=5
+        )
     try:
-        with credentials.checking:  # at most a few password hashes at once in this process
-            accepted = credentials.check(username, password)
+        accepted = credentials.check(username, password)
     except BaseException:
         throttle.end_check(address, accepted=False)
         raise
+    finally:
+        credentials.checking.release()
     throttle.end_check(address, accepted)
     if accepted:
         return True
@@ -245,7 +251,10 @@ def logout() -> Response:
 def init_app(app: Flask, authorize: Authorize | None) -> None:
     app.extensions["settings_ui.auth"] = {
         "authorize": authorize,
-        "throttle": LoginThrottle(base_seconds=float(app.config["LOGIN_THROTTLE_SECONDS"])),
+        "throttle": LoginThrottle(
+            base_seconds=float(app.config["LOGIN_THROTTLE_SECONDS"]),
+            failing_addresses_per_minute=int(app.config["LOGIN_FAILING_ADDRESSES_PER_MINUTE"]),
+        ),
         "credentials": Credentials(),
         "loopback_only_said": False,
     }

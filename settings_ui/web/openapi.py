@@ -72,11 +72,15 @@ def _responses(success: dict[str, Any], *, conditional: bool = False) -> dict[st
         "405": _error("not POST"),
         "413": _error("the request body is too large"),
         "429": _error(
-            "too many failed sign-ins from this address, or (test, detect) too many test emails and detections "
-            "running at once",
+            "too many failed sign-ins from this address (or from too many addresses in the last minute), or "
+            "(test, detect) too many test emails and detections running at once",
             {"Retry-After": {"schema": {"type": "string"}}},
         ),
         "500": _error("unexpected server error (details in the server log, never in the response)"),
+        "503": _error(
+            "too many sign-ins are being checked at once in this process; try again",
+            {"Retry-After": {"schema": {"type": "string"}}},
+        ),
     }
     if conditional:
         responses["409"] = _error("too many concurrent writers; nothing was stored, try again")
