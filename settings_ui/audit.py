@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Select, insert, not_, or_, select
@@ -41,6 +41,9 @@ class Event:
 
 
 SIGN_IN_ACTIONS = ("signed in", "signed out", "sign-in failed", "API sign-in failed")
+_FAILED_SIGN_INS = ("sign-in failed", "API sign-in failed")
+FOLD_WINDOW = timedelta(minutes=10)
+"""Failed sign-ins this close together are one row of the panel, however many addresses they came from."""
 """Actions about who got in, shown apart from the settings' own history."""
 
 _EVENTS = table(AuditEvent)
@@ -68,17 +71,37 @@ def recent_changes(connection: Connection, limit: int = 10) -> list[Event]:
 
 
 def recent_sign_ins(connection: Connection, limit: int = 10) -> list[Event]:
-    """The newest ``limit`` sign-in events, each run of the same event from the same address as one."""
+    """The newest ``limit`` rows of sign-in events. A run of the same event from the same address is
+    one row, and so are failed sign-ins within :data:`FOLD_WINDOW` of each other, whatever their
+    addresses: guesses sprayed from many addresses would otherwise fill the panel."""
     folded: list[Event] = []
+    addresses: list[str] = []
     for event in _read(connection, _SIGN_INS, 20 * limit):
         last = folded[-1] if folded else None
-        if last and (last.action, last.actor, last.address) == (event.action, event.actor, event.address):
-            folded[-1] = dataclasses.replace(last, count=last.count + 1)
+        if last and _one_row(last, event):
+            if event.address not in addresses:
+                addresses.append(event.address)
+            folded[-1] = dataclasses.replace(last, count=last.count + 1, address=_addresses(addresses))
         elif len(folded) == limit:
             break
         else:
             folded.append(event)
+            addresses = [event.address]
     return folded
+
+
+def _one_row(newest: Event, event: Event) -> bool:
+    if event.action != newest.action:
+        return False
+    if event.action in _FAILED_SIGN_INS:
+        return newest.at - event.at <= FOLD_WINDOW
+    return (event.actor, event.address) == (newest.actor, newest.address)
+
+
+def _addresses(addresses: list[str]) -> str:
+    if len(addresses) <= 3:
+        return ", ".join(addresses)
+    return f"{addresses[0]}, {addresses[1]} and {len(addresses) - 2} other addresses"
 
 
 def _read(connection: Connection, query: Select[Any], limit: int) -> list[Event]:
