@@ -142,6 +142,12 @@ def normalize_token_url(value: str) -> str:
         raise ValueError("must use https:// (http:// only for a token endpoint on this machine)")
     if parts.username or parts.password:
         raise ValueError("must not hold a user name or password: the client id and secret have their own fields")
+    try:
+        port_ok = parts.port is None or PORT_MIN <= parts.port <= PORT_MAX
+    except ValueError:  # not a number, or past 65535
+        port_ok = False
+    if not port_ok:
+        raise ValueError(f"must have a port from {PORT_MIN} to {PORT_MAX} after the host name, or none")
     normalize_host(parts.hostname)
     return url
 

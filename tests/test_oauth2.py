@@ -219,6 +219,8 @@ def test_a_password_turned_off_by_the_provider_suggests_oauth2(client: FlaskClie
             "oauth2_token_url",
             "<tenant>",
         ),
+        ({"oauth2_token_url": "https://a.example:abc/token"}, "oauth2_token_url", "a port from 1 to 65535"),
+        ({"oauth2_token_url": "https://a.example:99999/token"}, "oauth2_token_url", "a port from 1 to 65535"),
         ({"oauth2_client_id": ""}, "oauth2_client_id", "required with auth_method oauth2"),
         ({"username": ""}, "username", "the mailbox to send as"),
         ({"password": EXAMPLE_PASSWORD}, "password", "must be empty with auth_method oauth2"),
