@@ -85,7 +85,7 @@ def _safe_next(target: str | None) -> str:
 def guard() -> ResponseReturnValue | None:
     """Runs before every request to settings-ui: the product's ``authorize``, or settings-ui's own rules."""
     address = request.remote_addr or ""
-    if request.endpoint in OPEN_ENDPOINTS or request.endpoint == "settings_ui.static":
+    if request.endpoint in OPEN_ENDPOINTS:
         return None
     authorize: Authorize | None = _state()["authorize"]
     if authorize is not None:
