@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import time
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -89,14 +90,24 @@ class RecordingHandler:
 class Authenticator:
     """Accepts exactly one user name and password; counts the attempts."""
 
-    def __init__(self, username: str, password: str, *, temporary_failure: bool = False, refusal: str | None = None):
+    def __init__(
+        self,
+        username: str,
+        password: str,
+        *,
+        temporary_failure: bool = False,
+        refusal: str | None = None,
+        delay: float = 0.0,
+    ):
         self.username, self.password = username.encode(), password.encode()
+        self.delay = delay  # hold the answer, as a server does after failed sign-ins (Dovecot's penalty)
         self.temporary_failure = temporary_failure  # answer 454, as when the server's password store is down
         self.refusal = refusal  # answer this to every attempt (a provider that turned passwords off)
         self.attempts = 0
 
     def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
         self.attempts += 1
+        time.sleep(self.delay)
         if self.temporary_failure:
             return AuthResult(success=False, handled=False, message="454 4.7.0 Temporary authentication failure")
         if self.refusal:

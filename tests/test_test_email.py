@@ -184,6 +184,14 @@ def test_a_silent_server_times_out_within_the_limit(client: FlaskClient) -> None
     assert took < TIMEOUT + 3  # bounded: the deadline, not a performance figure
 
 
+def test_a_sign_in_the_server_delays_is_explained_as_such_not_as_a_firewall(client: FlaskClient) -> None:
+    slow = Authenticator("mailer", "right", delay=TIMEOUT + 1)
+    with smtp_server(authenticator=slow) as (port, _handler):
+        configure(client, port, username="mailer", password="right")
+        error = failed(send(client), "auth", "delaying sign-ins", "Wait a minute before testing again")
+    assert "firewall" not in error["message"] and "SMTP_TIMEOUT" not in error["message"]
+
+
 def test_a_slow_drip_cannot_hold_the_test_past_the_limit(client: FlaskClient) -> None:
     with dripping_server() as port:
         configure(client, port)

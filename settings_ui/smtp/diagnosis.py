@@ -118,8 +118,30 @@ def timeout(step: str, where: str, port: int, encryption: str, seconds: float) -
             f"If port {port} speaks plain SMTP, choose StartTLS (usually port 587) "
             "or Plain; for TLS use the server's TLS port (usually 465).",
         )
+    if step == "auth":
+        return (
+            f"{where} took the sign-in but did not answer it within {waited}, though the connection, the "
+            "greeting and the encryption all worked: the server is delaying sign-ins. Mail servers slow "
+            "down after failed sign-ins (Dovecot's penalty grows with each one), or their sign-in "
+            "service is slow.",
+            "Wait a minute before testing again. If it goes on, check username and password: each wrong "
+            "try makes the wait longer.",
+        )
+    if step == "starttls":
+        return (
+            f"{where} did not complete the StartTLS handshake within {waited}.",
+            f"The server or something between us holds the encrypted connection. If port {port} expects "
+            "TLS from the start (port 465 usually does), set encryption to TLS.",
+        )
+    if step in ("mail_from", "rcpt_to", "data"):
+        return (
+            f"{where} accepted the connection and the steps before, then did not answer the {step} step "
+            f"within {waited}.",
+            "The server is overloaded or checks mail slowly (a spam or virus scan). Try again later; if it "
+            "goes on, tell the server's administrator.",
+        )
     return (
-        f"{where} did not answer within {waited} (the whole test may take at most SMTP_TIMEOUT).",
+        f"{where} did not answer within {waited}.",
         "Check that the host and port are right and that no firewall drops the traffic.",
     )
 
