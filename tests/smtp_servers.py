@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import time
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
