@@ -180,6 +180,18 @@ def test_standard_input_past_the_limit_is_refused_unread(app: Flask) -> None:
     assert handler.connections == 0
 
 
+def test_a_refused_envelope_sender_given_with_f_is_named_not_from_email(app: Flask) -> None:
+    with smtp_server(RecordingHandler(refuse_sender=True)) as (port, _handler):
+        configure(app, port)
+        result = sendmail(app, "-f", "bounces@example.com", "dave@example.net")
+    assert result.returncode == 69
+    stderr = result.stderr.decode()
+    assert "Check the envelope sender bounces@example.com that the sending program gave" in stderr
+    assert "Check from_email" not in stderr
+    failure = call(app.test_client(), "status").get_json()["result"]["last_failure"]
+    assert "bounces@example.com" in failure["fix"] and "from_email" not in failure["fix"]  # the page's banner too
+
+
 def test_incomplete_settings_exit_78(app: Flask) -> None:
     result = sendmail(app, "ivan@example.net")
     assert result.returncode == 78

@@ -535,6 +535,13 @@ class _Conversation:
             ) from None
         return f"signed in as {target.username} with an OAuth 2.0 token: {diagnosis.reply(reply.code, reply.message)}"
 
+    @property
+    def _sender_source(self) -> str:
+        """Where the envelope sender came from, as a fix should name it."""
+        if self.mail.sender == self.target.from_email:
+            return "from_email"
+        return f"the envelope sender {self.mail.sender or '<>'} that the sending program gave (sendmail -f)"
+
     async def _mail_from(self) -> str:
         mail, sender = self.mail, self.mail.sender
         options: list[str] = []
@@ -560,8 +567,9 @@ class _Conversation:
         except aiosmtplib.SMTPSenderRefused as error:
             raise _StepFailed(
                 f"The server refused the sender {sender}: {diagnosis.reply(error.code, error.message)}.",
-                diagnosis.refusal_fix(error.code, error.message, self.target.username)
-                or "Check from_email: many servers accept only addresses of the signed-in account or its domain.",
+                diagnosis.refusal_fix(error.code, error.message, self.target.username, self._sender_source)
+                or f"Check {self._sender_source}: many servers accept only addresses of the signed-in account "
+                "or its domain.",
                 temporary=diagnosis.is_temporary(error.code),
             ) from None
         return f"sender {sender} accepted: {diagnosis.reply(reply.code, reply.message)}"
@@ -581,7 +589,7 @@ class _Conversation:
                 )
                 raise _StepFailed(
                     f"The server refused the recipient {recipient}: {diagnosis.reply(error.code, error.message)}.",
-                    diagnosis.refusal_fix(error.code, error.message, self.target.username)
+                    diagnosis.refusal_fix(error.code, error.message, self.target.username, self._sender_source)
                     or f"Check the recipient address.{hint}",
                     temporary=diagnosis.is_temporary(error.code),
                 ) from None
@@ -595,7 +603,7 @@ class _Conversation:
             refusal = diagnosis.reply(error.code, error.message)
             raise _StepFailed(
                 f"The server refused the message: {refusal}.",
-                diagnosis.refusal_fix(error.code, error.message, self.target.username),
+                diagnosis.refusal_fix(error.code, error.message, self.target.username, self._sender_source),
                 temporary=diagnosis.is_temporary(error.code),
             ) from None
         named = f"message {self.mail.message_id}" if self.mail.message_id else "message"

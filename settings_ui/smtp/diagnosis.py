@@ -167,8 +167,9 @@ def is_temporary(code: int) -> bool:
     return 400 <= code < 500
 
 
-def refusal_fix(code: int, text: str, username: str) -> str:
+def refusal_fix(code: int, text: str, username: str, sender: str = "from_email") -> str:
     """What to change for a refused MAIL, RCPT or DATA, read from the reply's code and words.
+    ``sender`` names where the envelope sender came from (``from_email``, or what a caller gave).
 
     Servers check many things at RCPT (Postfix's default ``smtpd_delay_reject``), so a refused
     recipient is often about the sender, the encryption, the client's name or its sign-in.
@@ -182,8 +183,8 @@ def refusal_fix(code: int, text: str, username: str) -> str:
         return EHLO_NAME_FIX
     if status in _SENDER_STATUSES or "sender address" in lowered or "sendasdenied" in lowered:
         if username:
-            return f"Check from_email: the server lets {username} send only as its own addresses."
-        return "Check from_email: the server does not accept it as a sender."
+            return f"Check {sender}: the server lets {username} send only as its own addresses."
+        return f"Check {sender}: the server does not accept it as a sender."
     if "authentication required" in lowered or (status == "5.7.0" and "auth" in lowered):
         return "The server accepts mail only after signing in: set username and password."
     if "relay" in lowered and not username:
