@@ -428,7 +428,7 @@ def import_command(file: Any, password_stdin: bool) -> None:
     except SettingsError as error:
         if "password" in error.fields and "password" not in params:
             raise click.ClickException(
-                f"{error.message} This export holds no password: give it with --password-stdin "
+                f"{error.message.rstrip('.')}. This export holds no password: give it with --password-stdin "
                 "(or export with --with-password)."
             ) from None
         raise _fail(error) from None

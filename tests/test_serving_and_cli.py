@@ -362,6 +362,7 @@ def test_cli_import_of_an_export_without_the_password_takes_it_from_stdin(
     other_runner = elsewhere.test_cli_runner()
     without = other_runner.invoke(args=["email-settings", "import", str(export_file)])
     assert without.exit_code != 0 and "password" in without.output and "--password-stdin" in without.output
+    assert ". This export holds no password" in without.output  # one sentence ends before the next begins
     assert stored_row(elsewhere)["smtp_host"] == ""
     result = other_runner.invoke(
         args=["email-settings", "import", "--password-stdin", str(export_file)], input=f"{EXAMPLE_PASSWORD}\n"
