@@ -16,7 +16,7 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import web
+from . import extension, web
 from .extension import EmailSettings
 from .instance_files import make_private_folder, read_or_create, readable_by_others, tighten_folder
 from .sending import Delivery, send_message
@@ -34,6 +34,13 @@ DEFAULTS: dict[str, Any] = {
     "PROXY_FIX": 0,  # how many reverse proxies stand in front (0: trust no X-Forwarded-* header)
 }
 """The standalone app's own settings (a product that mounts settings-ui keeps its own)."""
+
+SETTING_NAMES = frozenset(
+    {*DEFAULTS, *extension.DEFAULTS}
+    | {"SECRET_KEY", "SQLALCHEMY_DATABASE_URI", "EMAIL_SETTINGS_DATABASE_URI", "SETTINGS_ENCRYPTION_KEY"}
+    | {"SMTP_CA_FILE", "SMTP_EHLO_NAME", "SMTP_PASSWORD_FILE", "ADMIN_USERNAME", "ADMIN_PASSWORD_HASH", "TRUSTED_HOSTS"}
+)
+"""Every setting the standalone app reads, as a key of instance/config.py (SETTINGS_UI_<key> in the environment)."""
 
 
 def create_app(
@@ -59,6 +66,15 @@ def create_app(
         app.config.from_mapping(test_config)
     make_private_folder(Path(app.instance_path))
     tighten_folder(Path(app.instance_path))
+    for name in sorted(SETTING_NAMES & set(os.environ)):
+        if f"SETTINGS_UI_{name}" not in os.environ:
+            app.logger.warning(
+                "The environment sets %s, which settings-ui does not read: set SETTINGS_UI_%s instead "
+                "(or %s in instance/config.py).",
+                name,
+                name,
+                name,
+            )
     if readable_by_others(Path(app.instance_path) / "config.py"):
         app.logger.warning(
             "%s can be read by other users: it may hold SECRET_KEY or ADMIN_PASSWORD_HASH. Make it the owner's "

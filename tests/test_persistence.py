@@ -123,3 +123,13 @@ def test_an_open_instance_folder_is_tightened_and_an_open_config_file_warned_abo
         make_app(tmp_path)
     assert stat.S_IMODE(instance.stat().st_mode) == 0o700
     assert "config.py can be read by other users" in caplog.text
+
+
+def test_a_setting_in_the_environment_without_the_prefix_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SMTP_CA_FILE", str(tmp_path / "ca.pem"))
+    with caplog.at_level(logging.WARNING):
+        app = make_app(tmp_path)
+    assert app.config.get("SMTP_CA_FILE") is None  # not read: the warning says so, and what to set
+    assert "sets SMTP_CA_FILE, which settings-ui does not read: set SETTINGS_UI_SMTP_CA_FILE" in caplog.text
