@@ -242,13 +242,17 @@ def detect_command(host: str, username: str | None, password_stdin: bool, ports:
         certificate = candidate.certificate
         trust = "-" if certificate is None else "verified" if certificate.verified else "unverified"
         click.echo(
-            f"{candidate.smtp_port:>5}  {candidate.encryption:<10} {'ok' if candidate.ok else 'FAIL':<6} "
+            f"{candidate.smtp_port:>5}  {candidate.encryption:<10} {_result(candidate.ok, candidate.waited):<6} "
             f"{trust:<10} {candidate.auth:<9} {candidate.detail}"
         )
     click.echo(f"{found.message} ({found.elapsed_ms} ms)")
     if found.recommended is None:
         raise click.exceptions.Exit(1)
     click.echo(json.dumps(found.recommended, indent=2, sort_keys=True))
+
+
+def _result(ok: bool, waited: bool) -> str:
+    return "ok" if ok else "FAIL" if waited else "skip"  # skip: a better choice had already answered
 
 
 # sendmail's exit statuses (sysexits.h), as programs that call sendmail expect them.

@@ -232,7 +232,15 @@ def test_a_silent_port_ranked_below_a_verified_answer_is_not_waited_for(
         result = detect(client, [tls_port, silent])
     assert result["recommended"]["smtp_port"] == tls_port
     assert "Not waited for" in candidate(result, silent, "TLS")["detail"]
+    assert candidate(result, silent, "TLS")["waited"] is False  # not a failure: shown as not needed
+    assert candidate(result, tls_port, "TLS")["waited"] is True
     assert result["elapsed_ms"] < TIMEOUT * 1000
+
+
+def test_a_host_that_cannot_be_found_is_one_line_not_a_row_per_port(client: FlaskClient) -> None:
+    result = detect(client, [465, 587, 25], smtp_host="nowhere.invalid")
+    assert result["candidates"] == [] and result["recommended"] is None
+    assert result["message"].startswith("nowhere.invalid cannot be found")
 
 
 def test_detect_while_tests_hold_every_place_is_429(tmp_path: Path, certificates: Certificates) -> None:
@@ -306,6 +314,17 @@ def test_cli_detect_prints_the_table_and_the_recommendation(app: Flask, certific
     assert any(line.split()[:5] == [str(tls_port), "TLS", "ok", "verified", "ok"] for line in lines)
     assert any(line.split()[:3] == [str(plain_port), "Plain", "ok"] for line in lines)
     assert f'"smtp_port": {tls_port}' in result.output and auth.attempts == 1
+
+
+def test_cli_detect_shows_a_probe_it_did_not_wait_for_as_skipped_not_failed(
+    app: Flask, certificates: Certificates
+) -> None:
+    with silent_server() as silent, tls_server(certificates.server) as (tls_port, _):
+        args = ["email-settings", "detect", HOST, "--ports", f"{tls_port},{silent}"]
+        result = app.test_cli_runner().invoke(args=args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.split()[:3] == [str(silent), "TLS", "skip"] for line in lines), result.output
 
 
 def test_cli_detect_exits_non_zero_when_nothing_works(app: Flask) -> None:

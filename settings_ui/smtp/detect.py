@@ -78,6 +78,9 @@ class Candidate:
     ] = field(default_factory=list)
     auth: Literal["ok", "failed", "not tried"] = "not tried"
     detail: str = ""
+    waited: Annotated[
+        bool, Schema("false when this probe was not waited for, because a better choice had already answered")
+    ] = True
 
     @property
     def verified(self) -> bool:
@@ -162,6 +165,8 @@ class _Detect:
         self.credentials = credentials
         self.timeout = timeout = options.timeout
         self.started = time.monotonic()
+        self.unresolved: str | None = None
+        """Why the host could not be found, once a probe has said so."""
         self.deadline = self.started + timeout
         # With credentials to try, the probes leave time for the sign-in.
         self.probe_deadline = self.deadline - (timeout * _SIGN_IN_SHARE if credentials else 0)
@@ -182,6 +187,7 @@ class _Detect:
             )
         }
         pending = set(probes)
+        settled = False
         # A little past the probes' deadline, so that each says for itself what it waited for.
         limit = self.probe_deadline + _GRACE
         why = f"No answer within {self.probe_deadline - self.started:g} s: a firewall may drop the traffic, or the "
@@ -193,7 +199,7 @@ class _Detect:
             if not done:
                 break
             if self._settled(probes[task] for task in pending):
-                why = "Not waited for: a better choice had already answered."
+                why, settled = "Not waited for: a better choice had already answered.", True
                 break
             best = self._best()
             if best is not None and best.verified and limit > time.monotonic() + _PATIENCE:
@@ -207,7 +213,10 @@ class _Detect:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         for task in pending:
-            self._not_waited_for(*probes[task], why)
+            self._not_waited_for(*probes[task], why, waited=not settled)
+        if self.unresolved is not None and not any(candidate.ok for candidate in self.candidates.values()):
+            # Every probe failed at the same first step: one line says it, not a row per port.
+            return Detection(None, [], round((time.monotonic() - self.started) * 1000), self.unresolved)
         best = self._best()
         if best is not None and self.credentials is not None:
             await self._sign_in(best)
@@ -261,6 +270,8 @@ class _Detect:
     def _record(self, port: int, encryption: str, report: Report, refused: Report | None) -> None:
         passed = {step.name for step in report.steps if step.ok}
         failure = next((step for step in report.steps if not step.ok), None)
+        if failure is not None and failure.name == "resolve":
+            self.unresolved = f"{self.host} cannot be found: {failure.detail}"
         connected, greeted = "connect" in passed, "ehlo" in passed
         certificate = None
         if report.peer_certificate is not None:
@@ -304,12 +315,12 @@ class _Detect:
         problem = candidate.certificate.problem if candidate.certificate else ""
         return f"{name} works, but the certificate could not be verified. {problem}".strip()
 
-    def _not_waited_for(self, port: int, encryption: str, why: str) -> None:
+    def _not_waited_for(self, port: int, encryption: str, why: str, *, waited: bool) -> None:
         names = ("TLS",) if encryption == "TLS" else ("StartTLS", "Plain")
         for name in names:
             candidate = self.candidates[port, name]
             if not candidate.detail:
-                candidate.detail = why
+                candidate.detail, candidate.waited = why, waited
 
     def _settled(self, running: Any) -> bool:
         """Whether no probe still ``running`` could give a better candidate than the best so far."""
