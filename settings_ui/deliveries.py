@@ -55,8 +55,9 @@ class Status:
 
     last_success: Outcome | None
     last_failure: Outcome | None
-    sent_24h: Annotated[int, Schema(minimum=0)]
-    failed_24h: Annotated[int, Schema(minimum=0)]
+    sent_24h: Annotated[int, Schema("the product's mail sent in the last 24 hours (test emails apart)", minimum=0)]
+    failed_24h: Annotated[int, Schema("the product's mail that failed in the last 24 hours", minimum=0)]
+    tests_24h: Annotated[int, Schema("test emails in the last 24 hours, sent or not", minimum=0)]
     failing_since: Annotated[
         datetime | None,
         Schema(
@@ -128,14 +129,14 @@ def status() -> Status:
     with database.engine().connect() as connection:
         last_success = _last(connection, _DELIVERY.c.sent.is_(True))
         last_failure = _last(connection, _DELIVERY.c.sent.is_(False))
+        real = _DELIVERY.c.surface != "test"
+        recent = _DELIVERY.c.at >= now - timedelta(hours=24)
         counts: dict[bool, int] = dict(
             connection.execute(
-                select(_DELIVERY.c.sent, func.count())
-                .where(_DELIVERY.c.at >= now - timedelta(hours=24))
-                .group_by(_DELIVERY.c.sent)
+                select(_DELIVERY.c.sent, func.count()).where(recent, real).group_by(_DELIVERY.c.sent)
             ).all()
         )
-        real = _DELIVERY.c.surface != "test"
+        tests = connection.execute(select(func.count()).where(recent, _DELIVERY.c.surface == "test")).scalar_one()
         last_real = _last(connection, real)
         failing_since = None
         if last_real is not None and not last_real._sent:
@@ -144,7 +145,7 @@ def status() -> Status:
                 select(func.min(_DELIVERY.c.at)).where(real, _DELIVERY.c.sent.is_(False), since)
             ).scalar()
             failing_since = as_utc(first) if first else None
-    return Status(last_success, last_failure, counts.get(True, 0), counts.get(False, 0), failing_since)
+    return Status(last_success, last_failure, counts.get(True, 0), counts.get(False, 0), int(tests), failing_since)
 
 
 def _last(connection: Connection, condition: Any) -> Outcome | None:

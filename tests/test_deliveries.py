@@ -100,3 +100,14 @@ def test_an_unconfigured_send_is_not_a_delivery(app: Flask, tmp_path: Path) -> N
     delivery = send(app)
     assert delivery.sent is False and "smtp_host is required" in delivery.message
     assert _rows(app) == 0
+
+
+def test_the_last_24_hours_count_the_products_mail_apart_from_test_emails(app: Flask, client: FlaskClient) -> None:
+    with smtp_server() as (port, _):
+        configure(client, port)
+        assert call(client, "test", {"to": RECIPIENT}).status_code == 200
+        assert call(client, "test", {"to": RECIPIENT}).status_code == 200
+        assert send(app).sent
+    status = call(client, "status").get_json()["result"]
+    assert (status["sent_24h"], status["failed_24h"], status["tests_24h"]) == (1, 0, 2)
+    assert page(client).find(id="delivery-counts").get_text(" ", strip=True) == "1 sent, 0 failed (and 2 test emails)"
