@@ -16,7 +16,7 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import extension, web
+from . import configuration, web
 from .extension import EmailSettings
 from .instance_files import make_private_folder, read_or_create, readable_by_others, tighten_folder
 from .sending import Delivery, send_message
@@ -35,11 +35,9 @@ DEFAULTS: dict[str, Any] = {
 }
 """The standalone app's own settings (a product that mounts settings-ui keeps its own)."""
 
-SETTING_NAMES = frozenset(
-    {*DEFAULTS, *extension.DEFAULTS}
-    | {"SECRET_KEY", "SQLALCHEMY_DATABASE_URI", "EMAIL_SETTINGS_DATABASE_URI", "SETTINGS_ENCRYPTION_KEY"}
-    | {"SMTP_CA_FILE", "SMTP_EHLO_NAME", "SMTP_PASSWORD_FILE", "ADMIN_USERNAME", "ADMIN_PASSWORD_HASH", "TRUSTED_HOSTS"}
-)
+ENVIRONMENT_PREFIX = "SETTINGS_UI_"
+
+SETTING_NAMES = configuration.KEYS | {*DEFAULTS, "SECRET_KEY", "SQLALCHEMY_DATABASE_URI"}
 """Every setting the standalone app reads, as a key of instance/config.py (SETTINGS_UI_<key> in the environment)."""
 
 
@@ -61,13 +59,13 @@ def create_app(
     )
     app.config.from_mapping(DEFAULTS)
     app.config.from_pyfile("config.py", silent=True)
-    app.config.from_prefixed_env("SETTINGS_UI")
+    app.config.from_prefixed_env(ENVIRONMENT_PREFIX.rstrip("_"))
     if test_config:
         app.config.from_mapping(test_config)
     make_private_folder(Path(app.instance_path))
     tighten_folder(Path(app.instance_path))
     for name in sorted(SETTING_NAMES & set(os.environ)):
-        if f"SETTINGS_UI_{name}" not in os.environ:
+        if f"{ENVIRONMENT_PREFIX}{name}" not in os.environ:
             app.logger.warning(
                 "The environment sets %s, which settings-ui does not read: set SETTINGS_UI_%s instead "
                 "(or %s in instance/config.py).",
@@ -88,7 +86,7 @@ def create_app(
             Path(app.instance_path) / "secret_key", lambda: secrets.token_urlsafe(48)
         )
 
-    EmailSettings(app)
+    EmailSettings(app, environment_prefix=ENVIRONMENT_PREFIX)
     # settings-ui applies TRUSTED_HOSTS itself: werkzeug's matcher cannot match "[::1]".
     app.config["TRUSTED_HOSTS"] = None
     # The whole app is settings-ui's: a path it does not know gets its page and headers too.

@@ -24,6 +24,7 @@ from werkzeug.security import generate_password_hash
 
 from . import crypto, database, detection, fields, operations, password_file, schema, sending, testmail
 from .audit import Actor
+from .configuration import as_set_here
 from .errors import SettingsError
 from .instance_files import write_private
 
@@ -105,8 +106,16 @@ def _integer_or_text(value: str) -> int | str:
     return int(value) if re.fullmatch(r"-?[0-9]+", value) else value
 
 
-def _fail(error: SettingsError) -> click.ClickException:
-    return click.ClickException(error.message)
+# A secret refused only because it was not given again: how to give it on the command line.
+_EDIT_REMEDIES = {
+    "password": "give it with --password-stdin, or store none with --remove-password",
+    "oauth2_client_secret": "give it with --oauth2-client-secret-stdin",
+}
+_TEST_REMEDIES = _EDIT_REMEDIES | {"password": "give it with --password-stdin"}
+
+
+def _fail(error: SettingsError, remedies: dict[str, str] = _EDIT_REMEDIES) -> click.ClickException:
+    return click.ClickException(as_set_here(error.with_remedies(remedies).message))
 
 
 @email_settings.command("show")
@@ -197,18 +206,18 @@ def test_command(to: str, dry_run: bool, password_stdin: bool, **options: Any) -
     try:
         report = testmail.run_test({"to": to, "settings": draft, "dry_run": dry_run}, actor=CLI_ACTOR)
     except SettingsError as error:
-        raise _fail(error) from None
+        raise _fail(error, _TEST_REMEDIES) from None
     _print_report(report)
     if not report.checked:
-        raise click.ClickException(report.message)
+        raise click.ClickException(as_set_here(report.message))
     click.echo(report.message)
     for warning in report.warnings:
-        click.echo(f"Warning: {warning}")
+        click.echo(f"Warning: {as_set_here(warning)}")
 
 
 def _print_report(report: Any) -> None:
     for step in report.steps:
-        click.echo(f"{'ok  ' if step.ok else 'FAIL'} {step.name:<10} {step.ms:>6} ms  {step.detail}")
+        click.echo(f"{'ok  ' if step.ok else 'FAIL'} {step.name:<10} {step.ms:>6} ms  {as_set_here(step.detail)}")
 
 
 def _ports_list(_context: click.Context, _parameter: click.Parameter, value: str | None) -> list[Any] | None:
@@ -243,9 +252,9 @@ def detect_command(host: str, username: str | None, password_stdin: bool, ports:
         trust = "-" if certificate is None else "verified" if certificate.verified else "unverified"
         click.echo(
             f"{candidate.smtp_port:>5}  {candidate.encryption:<10} {_result(candidate.ok, candidate.waited):<6} "
-            f"{trust:<10} {candidate.auth:<9} {candidate.detail}"
+            f"{trust:<10} {candidate.auth:<9} {as_set_here(candidate.detail)}"
         )
-    click.echo(f"{found.message} ({found.elapsed_ms} ms)")
+    click.echo(f"{as_set_here(found.message)} ({found.elapsed_ms} ms)")
     if found.recommended is None:
         raise click.exceptions.Exit(1)
     click.echo(json.dumps(found.recommended, indent=2, sort_keys=True))
@@ -321,7 +330,7 @@ def sendmail_command(
 
 
 def _exit(status: int, reason: str) -> NoReturn:
-    click.echo(reason, err=True)
+    click.echo(as_set_here(reason), err=True)
     raise click.exceptions.Exit(status)
 
 

@@ -9,31 +9,22 @@ as it is: its sign-in, its sessions, its CSRF protection, its database and migra
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from flask import Flask
 
 from . import commands, crypto, database, targets, web
+from .configuration import DEFAULTS
 from .web.auth import Authorize
-
-DEFAULTS: dict[str, Any] = {
-    "SMTP_TIMEOUT": 10,
-    "SMTP_TLS_MINIMUM": "TLSv1.2",  # the oldest TLS version spoken to an SMTP server
-    "MAX_CONCURRENT_TESTS": 2,  # test emails running at once per process; more get 429
-    "SQLITE_BUSY_TIMEOUT_MS": 15_000,
-    "SESSION_ABSOLUTE_LIFETIME": 12 * 3600,  # seconds after sign-in when an admin session ends, however busy
-    "LOGIN_THROTTLE_SECONDS": 1.0,  # first wait after repeated failed sign-ins; doubles each time
-    "LOGIN_FAILING_ADDRESSES_PER_MINUTE": 50,  # past this many, every new sign-in waits a minute
-    "SENDMAIL_MAX_MESSAGE_BYTES": 10 * 1024 * 1024,  # the largest message sendmail reads from standard input
-}
-"""settings-ui's own configuration keys, where the app sets no value of its own."""
 
 
 class EmailSettings:
     """The email settings page, API and sending, mounted in a Flask app.
 
     ``url_prefix`` is where the page is (``{url_prefix}/``); the API is under
-    ``{url_prefix}/email-settings/``. ``authorize`` is the app's own sign-in, called without
+    ``{url_prefix}/email-settings/``. ``environment_prefix`` is the prefix the app reads its
+    configuration from the environment with (``app.config.from_prefixed_env``), if any: messages
+    then name a setting as that variable (``SETTINGS_UI_SMTP_CA_FILE``). ``authorize`` is the
+    app's own sign-in, called without
     arguments for every request to settings-ui: True allows it, False refuses it (403), and a
     response it returns is sent as is. Without it, settings-ui has its own admin account
     (``ADMIN_USERNAME``, ``ADMIN_PASSWORD_HASH``) and serves only loopback clients until one is set.
@@ -42,9 +33,19 @@ class EmailSettings:
     instance folder); its tables and migration history are settings-ui's own.
     """
 
-    def __init__(self, app: Flask | None = None, *, url_prefix: str = "", authorize: Authorize | None = None):
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        url_prefix: str = "",
+        authorize: Authorize | None = None,
+        environment_prefix: str = "",
+    ):
         self.url_prefix = url_prefix.rstrip("/")
         self.authorize = authorize
+        self.environment_prefix = environment_prefix
+        """How the app's configuration is set from the environment (``SETTINGS_UI_``), when it is:
+        messages then name each setting as the variable an administrator types in a shell."""
         if app is not None:
             self.init_app(app)
 

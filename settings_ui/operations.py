@@ -204,6 +204,7 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
     if has_password and not values["username"]:
         errors["username"] = "is required when a password is set (or remove the password)"
     # The password that would be kept is only ever sent to the server it is bound to.
+    give_again: list[str] = []
     bound_to = _file_binding(row) if from_file and not password_file_moves else None
     if not from_file and row["password_encrypted"]:
         bound_to = row
@@ -217,21 +218,22 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
                 "the settings, run `flask --app app email-settings edit --move-password-file ...` on the server"
             )
         elif moved:
+            give_again.append("password")
             errors["password"] = (
                 f"must be given again because {' and '.join(moved)} changed: the stored password is only ever "
-                'sent to the server it was saved for (enter it, or "" to store none)'
+                "sent to the server it was saved for"
             )
     if secret is KEEP and row["oauth2_client_secret_encrypted"] and not errors:
         moved = [name for name in (*SECRET_IDENTITY, *SERVER_IDENTITY) if values[name] != row[name]]
         moved += _checks_loosened(values, row)
         if moved:
+            give_again.append("oauth2_client_secret")
             errors["oauth2_client_secret"] = (
                 f"must be given again because {' and '.join(moved)} changed: the stored client secret, and the "
-                "tokens it gets, only ever go to the token endpoint and the server it was saved for "
-                '(enter it, or "" to store none)'
+                "tokens it gets, only ever go to the token endpoint and the server it was saved for"
             )
     if errors:
-        raise SettingsError(errors)
+        raise SettingsError(errors, give_again=give_again)
     values["password"] = password
     values["oauth2_client_secret"] = secret
     return values

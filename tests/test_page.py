@@ -171,22 +171,34 @@ def test_invalid_input_is_shown_at_its_field_the_input_is_kept_and_nothing_is_st
     assert stored_row(app) == before
 
 
-def test_a_save_after_someone_else_saved_is_refused_and_shows_their_values(
+def test_a_save_after_someone_else_saved_keeps_the_change_typed_and_shows_theirs(
     app: Flask, client: FlaskClient, configured: dict[str, Any]
 ) -> None:
     values = form_values(page(client))  # the administrator opens the page
-    call(client, "edit", {"smtp_host": "other.example.com", "password": EXAMPLE_PASSWORD})  # a colleague saves
-    before = stored_row(app)
-    values["smtp_port"] = "2525"
-    response = client.post("/", data=values)
+    call(client, "edit", {"smtp_host": "other.example.com", "smtp_port": 2587, "password": EXAMPLE_PASSWORD})
+    before = stored_row(app)  # a colleague saved another host and port meanwhile
+    response = client.post("/", data=values | {"smtp_port": "2525", "from_email": "ops@example.com"})
     assert response.status_code == 409
     soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
-    assert "changed by someone else" in soup.find(id="form-problem").get_text()
-    assert soup.find("input", attrs={"name": "smtp_host"})["value"] == "other.example.com"
-    assert soup.find("input", attrs={"name": "smtp_port"})["value"] == "587"
+    assert "someone else saved these settings" in soup.find(id="form-problem").get_text()
     assert stored_row(app) == before
-    # Saving again from the refreshed form works.
-    assert client.post("/", data=form_values(soup) | {"from_email": "ops@example.com"}).status_code == 303
+    shown_values = form_values(soup)
+    # What the administrator changed is kept; what they left alone shows the colleague's value.
+    assert (shown_values["smtp_port"], shown_values["from_email"]) == ("2525", "ops@example.com")
+    assert shown_values["smtp_host"] == "other.example.com"
+    # Where both changed a field, the colleague's value is shown beside the one kept, and tied to it.
+    port = soup.find("input", attrs={"name": "smtp_port"})
+    assert "smtp_port-theirs" in port["aria-describedby"]
+    assert "2587" in soup.find(id="smtp_port-theirs").get_text()
+    assert soup.find(id="smtp_host-theirs") is None and soup.find(id="from_email-theirs") is None
+    # Saving the merged form stores it (the new port takes the password again, as always).
+    assert client.post("/", data=shown_values | {"password": EXAMPLE_PASSWORD}).status_code == 303
+    stored = call(client, "show").get_json()["result"]
+    assert (stored["smtp_host"], stored["smtp_port"], stored["from_email"]) == (
+        "other.example.com",
+        2525,
+        "ops@example.com",
+    )
 
 
 def test_a_tampered_version_is_refused(app: Flask, client: FlaskClient, configured: dict[str, Any]) -> None:

@@ -37,6 +37,7 @@ def test_an_edit_pointing_elsewhere_without_the_password_is_refused(
     before = stored_row(app)
     error = assert_error(call(client, "edit", change), 400, "password", "only ever sent to the server it was saved for")
     assert set(error["fields"]) == {"password"}
+    assert error["fields"]["password"].endswith('(give it, or "" to store none)')
     assert stored_row(app) == before
 
 
@@ -122,8 +123,11 @@ def test_the_page_refuses_a_new_host_with_the_password_left_blank(
     soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
     control = soup.find(attrs={"name": "password"})
     assert control["aria-invalid"] == "true"
-    message = soup.find(id=f"{control['id']}-error").get_text()
+    message = " ".join(soup.find(id=f"{control['id']}-error").get_text().split())
+    assert "Password must be given again because “SMTP server” changed" in message
     assert "the stored password is only ever sent to the server it was saved for" in message
+    assert "(type it again, or tick “Remove the stored password”)" in message
+    assert '""' not in message and "smtp_host" not in message
     assert stored_row(app) == before
     # Typing the password (for the new server) saves.
     assert client.post("/", data=values | {"password": "for-the-new-server"}).status_code == 303
@@ -136,7 +140,11 @@ def test_the_command_line_refuses_a_new_host_without_the_password(
     result = runner.invoke(args=["email-settings", "edit", "--smtp-host", "evil.example.net"])
     assert result.exit_code != 0
     assert "only ever sent to the server it was saved for" in result.output
+    assert "(give it with --password-stdin, or store none with --remove-password)" in result.output
     assert stored_row(app) == before
+    # A test of that draft can only bring a password: there is nothing to remove.
+    result = runner.invoke(args=["email-settings", "test", "--to", "me@example.net", "--smtp-host", "evil.example.net"])
+    assert "(give it with --password-stdin)" in result.output and result.exit_code != 0
 
 
 def test_an_import_pointing_elsewhere_without_a_password_is_refused(

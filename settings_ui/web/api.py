@@ -32,11 +32,16 @@ _STATUSES: tuple[tuple[type[SettingsError], int], ...] = (
 )
 
 
+# A secret refused only because it was not given again: how to give it in a request.
+_REMEDIES = {name: 'give it, or "" to store none' for name in ("password", "oauth2_client_secret")}
+
+
 @bp.errorhandler(SettingsError)
 def _settings_error(error: SettingsError) -> Response:
     status = next((code for kind, code in _STATUSES if isinstance(error, kind)), 400)
-    extra: dict[str, Any] = {"fields": error.fields} if error.fields else {}
-    response = error_response(status, error.message, **extra)
+    worded = error.with_remedies(_REMEDIES)
+    extra: dict[str, Any] = {"fields": worded.fields} if worded.fields else {}
+    response = error_response(status, worded.message, **extra)
     if isinstance(error, StaleSettingsError):
         response.set_etag(error.current.etag)
     if isinstance(error, TooManyTestsError):

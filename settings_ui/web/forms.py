@@ -134,6 +134,9 @@ class SettingsForm(FlaskForm):
         render_kw={"autocomplete": "off", "spellcheck": "false"},
     )
     version = HiddenField()
+    # The settings this form was filled with (JSON): after someone else saves, it tells the
+    # fields this administrator changed from those they left alone.
+    base = HiddenField()
     # Not a setting: where the test email goes. Checked by the service, like the API's "to".
     to = EmailField(
         "Recipient",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ from jinja2.runtime import Context
 from werkzeug.wrappers import Response
 
 from .. import deliveries, detection, fields, operations, password_file, rules, testmail
+from ..configuration import as_set_here
 from ..errors import SettingsError
 from ..operations import Settings, StaleSettingsError
 from ..smtp.detect import DEFAULT_PORTS
@@ -22,17 +24,29 @@ from .forms import ConfirmForm, SettingsForm
 
 bp = Blueprint("pages", __name__)
 
-_PARAMETER_NAME = re.compile(r"\b(" + "|".join(re.escape(name) for name in fields.PARAMETERS) + r")\b")
+# A parameter's name in a message: one with an underscore anywhere ("smtp_host"), a one-word one
+# ("username") only as the name of a change ("username: 'a' → 'b'"), since it is an ordinary word too.
+_PARAMETER_NAME = re.compile(
+    r"\b("
+    + "|".join(re.escape(name) for name in fields.PARAMETERS if "_" in name)
+    + r")\b|\b("
+    + "|".join(re.escape(name) for name in fields.PARAMETERS if "_" not in name)
+    + r")(?=: )"
+)
 
 
 @bp.app_template_filter("in_page_words")
 @pass_context
 def in_page_words(context: Context, text: str) -> str:
-    """``text`` (a diagnosis, an error) with the API's parameter names replaced by the page's labels."""
+    """``text`` (a diagnosis, an error, a change) as the page speaks: its labels for the API's
+    parameter names, and each configuration key as it is set in this app."""
     form = context.get("form")
-    if form is None:
-        return text
-    return _PARAMETER_NAME.sub(lambda found: f"“{form[found.group(1)].label.text}”", text)
+
+    def label(found: re.Match[str]) -> str:
+        name = found.group(0)
+        return f"“{form[name].label.text}”" if form is not None and name in form else name
+
+    return as_set_here(_PARAMETER_NAME.sub(label, text))
 
 
 @bp.app_template_filter("ago")
@@ -50,8 +64,41 @@ def _form_data(settings: Settings) -> dict[str, Any]:
     data = settings.public()
     data["smtp_port"] = settings.smtp_port or None  # unconfigured shows an empty field, not 0
     data["version"] = settings.version
+    data["base"] = json.dumps(settings.public())
     data["to"] = session.get("last_test_to", "")
     return data
+
+
+def _base(form: SettingsForm) -> dict[str, Any]:
+    """The settings ``form`` was first filled with ({} when that is not known)."""
+    with contextlib.suppress(TypeError, ValueError):
+        base = json.loads(form.base.data or "")
+        if isinstance(base, dict):
+            return base
+    return {}
+
+
+def _merged_with_theirs(form: SettingsForm, current: Settings) -> tuple[SettingsForm, dict[str, str]]:
+    """After someone else saved: the form with what this administrator changed kept, and what
+    they left alone refreshed to what is stored now; and, by field, the other's value where
+    both changed it."""
+    base, theirs = _base(form), current.public()
+    typed = {name: form[name].data for name in fields.PUBLIC}
+    if base:
+        changed = {name for name in fields.PUBLIC if typed[name] != base.get(name)}
+        both = {name for name in changed if theirs[name] != base.get(name)}
+    else:  # no record of what the form started from: everything typed is kept
+        changed = both = set(fields.PUBLIC)
+    data = {name: typed[name] if name in changed else theirs[name] for name in fields.PUBLIC}
+    data |= {"version": current.version, "base": json.dumps(theirs), "to": form.to.data}
+    conflicts = {name: _shown(theirs[name]) for name in both if theirs[name] != typed[name]}
+    return SettingsForm(formdata=None, data=data), conflicts
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value) if value not in ("", 0, None) else "(empty)"
 
 
 def _submitted_version(form: Any) -> set[int]:
@@ -67,6 +114,7 @@ def _render(
     detected: Any = None,
     trusted: str | None = None,
     preset_applied: bool = False,
+    theirs: dict[str, str] | None = None,
 ) -> tuple[str, int]:
     """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
     state = operations.page_state(events=10)
@@ -85,18 +133,32 @@ def _render(
         detected=detected,
         trusted=trusted,
         preset_applied=preset_applied,
+        theirs=theirs or {},
         last_test=session.get("last_test"),
         conventional_ports=rules.CONVENTIONAL_PORTS,
     ), status
 
 
 NOT_SAVED = "The settings were not saved: correct the fields marked below."
+STALE = (
+    "Nothing was saved: someone else saved these settings since you opened the page. Your changes are kept "
+    "below and the rest now shows what they saved; where you both changed a field, theirs is shown beside "
+    "yours. Press Save settings to store what you see (a password typed must be typed again)."
+)
 NOT_TESTED = "No test email was sent: correct the fields marked below."
 NOT_DETECTED = "Nothing was detected: correct the fields marked below."
 
 
+# A secret refused only because it was not given again: how to give it on the page.
+_REMEDIES = {
+    "password": "type it again, or tick “Remove the stored password”",
+    "oauth2_client_secret": "type it again, or tick “Remove the stored client secret”",
+}
+
+
 def _show_field_errors(form: SettingsForm, error: SettingsError, problem: str) -> str:
     """Put each of the error's messages at its field; return the problem to show at the top."""
+    error = error.with_remedies(_REMEDIES)
     if not error.fields:  # nothing to mark at a field (the database was busy, say): its own words
         return error.message
     unplaced = []
@@ -122,7 +184,8 @@ def save_settings() -> Response | tuple[str, int]:
     try:
         operations.edit(form.to_params(), expected_versions=_submitted_version(form), actor=actor())
     except StaleSettingsError as stale:
-        return _render(None, 409, stale.message)  # the form refilled with what is stored now
+        merged, theirs = _merged_with_theirs(form, stale.current)
+        return _render(merged, 409, STALE, theirs=theirs)
     except SettingsError as error:
         return _render(form, 400, _show_field_errors(form, error, NOT_SAVED))
     flash("Settings saved.")
@@ -209,7 +272,7 @@ def apply_preset() -> tuple[str, int]:
 def _form_with(form: SettingsForm, values: dict[str, Any]) -> SettingsForm:
     """The form as submitted, with ``values`` in place of those fields (the password is never refilled)."""
     data = {name: form[name].data for name in fields.PUBLIC} | values
-    data |= {"version": form.version.data, "to": form.to.data}
+    data |= {"version": form.version.data, "base": form.base.data, "to": form.to.data}
     return SettingsForm(formdata=None, data=data)
 
 

@@ -1,0 +1,41 @@
+"""settings-ui's configuration keys: their defaults, and how a message names them."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import current_app
+
+DEFAULTS: dict[str, Any] = {
+    "SMTP_TIMEOUT": 10,
+    "SMTP_TLS_MINIMUM": "TLSv1.2",  # the oldest TLS version spoken to an SMTP server
+    "MAX_CONCURRENT_TESTS": 2,  # test emails running at once per process; more get 429
+    "SQLITE_BUSY_TIMEOUT_MS": 15_000,
+    "SESSION_ABSOLUTE_LIFETIME": 12 * 3600,  # seconds after sign-in when an admin session ends, however busy
+    "LOGIN_THROTTLE_SECONDS": 1.0,  # first wait after repeated failed sign-ins; doubles each time
+    "LOGIN_FAILING_ADDRESSES_PER_MINUTE": 50,  # past this many, every new sign-in waits a minute
+    "SENDMAIL_MAX_MESSAGE_BYTES": 10 * 1024 * 1024,  # the largest message sendmail reads from standard input
+}
+"""settings-ui's own configuration keys, where the app sets no value of its own."""
+
+KEYS = frozenset(DEFAULTS) | {
+    "EMAIL_SETTINGS_DATABASE_URI",
+    "SETTINGS_ENCRYPTION_KEY",
+    "SMTP_CA_FILE",
+    "SMTP_EHLO_NAME",
+    "SMTP_PASSWORD_FILE",
+    "ADMIN_USERNAME",
+    "ADMIN_PASSWORD_HASH",
+    "TRUSTED_HOSTS",
+}
+"""Every configuration key settings-ui reads."""
+
+_KEY = re.compile(r"\b(" + "|".join(sorted(KEYS, key=len, reverse=True)) + r")\b")
+
+
+def as_set_here(text: str) -> str:
+    """``text`` with each configuration key named as it is set in this app: the environment
+    variable when the app reads one (``SETTINGS_UI_SMTP_CA_FILE``), else the key itself."""
+    prefix = current_app.extensions["settings_ui"].environment_prefix
+    return _KEY.sub(lambda key: prefix + key.group(0), text) if prefix else text
