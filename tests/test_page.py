@@ -393,3 +393,10 @@ def test_every_view_carries_a_token_of_its_own_session(csrf_app: Flask) -> None:
         second.post("/", data=theirs | {"smtp_port": "2526", "version": str(before["version"] + 1)}).status_code == 303
     )
     assert stored_row(csrf_app)["smtp_port"] == 2526
+
+
+def test_recent_changes_name_the_fields_by_their_labels(client: FlaskClient, configured: dict[str, Any]) -> None:
+    call(client, "edit", {"from_email": "ops@example.com", "username": "postmaster", "password": EXAMPLE_PASSWORD})
+    history = " ".join(page(client).find("section", attrs={"aria-labelledby": "history-title"}).get_text().split())
+    assert "“From address”: " in history and "“Username”: " in history
+    assert "from_email" not in history and "username:" not in history

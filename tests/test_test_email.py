@@ -245,6 +245,25 @@ def test_an_untrusted_certificate_is_explained_and_allow_selfsigned_accepts_it(
     assert len(handler.received) == 1
 
 
+def test_an_unknown_authority_is_fixed_with_the_setting_as_typed_where_it_is_read(
+    tmp_path: Path, certificates: Certificates
+) -> None:
+    """The page and the command line name the environment variable that works; the API the key."""
+    from bs4 import BeautifulSoup
+
+    app = make_app(tmp_path, SMTP_TIMEOUT=TIMEOUT)  # no SMTP_CA_FILE: our test CA is unknown here
+    client = app.test_client()
+    with smtp_server(implicit_tls=certificates.server) as (port, handler):
+        configure(client, port, encryption="TLS")
+        assert "add that authority with SMTP_CA_FILE." in failed(send(client), "tls")["message"]
+        on_the_page = client.post("/test", data=_page_values(client) | {"to": RECIPIENT})
+        fix = BeautifulSoup(on_the_page.get_data(as_text=True), "html.parser").select_one("#test-result .fix")
+        assert "add that authority with SETTINGS_UI_SMTP_CA_FILE." in fix.get_text()
+        typed = app.test_cli_runner().invoke(args=["email-settings", "test", "--to", RECIPIENT])
+        assert typed.exit_code == 1 and "add that authority with SETTINGS_UI_SMTP_CA_FILE." in typed.output
+    assert handler.received == []
+
+
 def test_an_expired_certificate(client: FlaskClient, certificates: Certificates) -> None:
     now = datetime.datetime.now(datetime.UTC)
     expired = certificates.context_for(
@@ -274,13 +293,24 @@ def test_auth_not_offered(client: FlaskClient) -> None:
 
 
 def test_wrong_credentials(client: FlaskClient) -> None:
+    from bs4 import BeautifulSoup
+
     auth = Authenticator("mailer", "the-right-one")
     with smtp_server(authenticator=auth) as (port, handler):
         configure(client, port, username="mailer", password=EXAMPLE_PASSWORD)
         response = send(client)
         failed(response, "auth", "rejected the username or password", "535")
-    assert EXAMPLE_PASSWORD not in response.get_data(as_text=True)
+        on_the_page = client.post("/test", data=_page_values(client) | {"to": RECIPIENT})
+    assert EXAMPLE_PASSWORD not in response.get_data(as_text=True) + on_the_page.get_data(as_text=True)
     assert handler.received == []
+    # The page names its fields by their labels, and leaves the same words in ordinary text alone.
+    fix = " ".join(
+        BeautifulSoup(on_the_page.get_data(as_text=True), "html.parser")
+        .select_one("#test-result .fix")
+        .get_text()
+        .split()
+    )
+    assert "Check “Username” and “Password” (some providers need an app password for SMTP)." in fix
 
 
 def test_a_temporary_sign_in_failure_is_not_blamed_on_the_password(client: FlaskClient) -> None:

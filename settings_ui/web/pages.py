@@ -24,14 +24,14 @@ from .forms import ConfirmForm, SettingsForm
 
 bp = Blueprint("pages", __name__)
 
-# A parameter's name in a message: one with an underscore anywhere ("smtp_host"), a one-word one
-# ("username") only as the name of a change ("username: 'a' → 'b'"), since it is an ordinary word too.
-_PARAMETER_NAME = re.compile(
-    r"\b("
-    + "|".join(re.escape(name) for name in fields.PARAMETERS if "_" in name)
-    + r")\b|\b("
-    + "|".join(re.escape(name) for name in fields.PARAMETERS if "_" not in name)
-    + r")(?=: )"
+_ONE_WORD = [name for name in fields.PARAMETERS if "_" not in name]
+# A parameter's name in a message: one with an underscore anywhere ("smtp_host"). A one-word one
+# ("username") is an ordinary word too, so only where it names the setting: after "set" or
+# "check" ("set username and password") and as the name of a change ("username: 'a' → 'b'").
+_PARAMETER_NAME = re.compile(r"\b(" + "|".join(name for name in fields.PARAMETERS if "_" in name) + r")\b")
+_ONE_WORD_NAME = re.compile(
+    r"(?:(?<=\b[Ss]et )|(?<=\b[Ss]et a )|(?<=\b[Cc]heck ))(?P<first>WORDS)(?: and (?P<second>WORDS))?\b"
+    r"|\b(?P<changed>WORDS)(?=: )".replace("WORDS", "|".join(_ONE_WORD))
 )
 
 
@@ -42,11 +42,15 @@ def in_page_words(context: Context, text: str) -> str:
     parameter names, and each configuration key as it is set in this app."""
     form = context.get("form")
 
-    def label(found: re.Match[str]) -> str:
-        name = found.group(0)
+    def label(name: str) -> str:
         return f"“{form[name].label.text}”" if form is not None and name in form else name
 
-    return as_set_here(_PARAMETER_NAME.sub(label, text))
+    def labels(found: re.Match[str]) -> str:
+        first, second = found.group("first") or found.group("changed"), found.group("second")
+        return label(first) + (f" and {label(second)}" if second else "")
+
+    text = _PARAMETER_NAME.sub(lambda found: label(found.group(0)), text)
+    return as_set_here(_ONE_WORD_NAME.sub(labels, text))
 
 
 @bp.app_template_filter("ago")
