@@ -27,7 +27,7 @@ class TooManyTestsError(SettingsError):
         super().__init__(
             message=(
                 "Other test emails or detections are running right now, so this one was not started (each may "
-                f"take up to SMTP_TIMEOUT). Try again in {retry_after} seconds."
+                f"take up to {retry_after} seconds). Try again in {retry_after} seconds."
             )
         )
 

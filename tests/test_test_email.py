@@ -532,6 +532,8 @@ def test_the_page_checks_without_sending_when_asked(app: Flask, client: FlaskCli
     assert response.status_code == 200
     result = BeautifulSoup(response.get_data(as_text=True), "html.parser").find(id="test-result")
     assert "Checked." in result.get_text() and "nothing was sent" in result.get_text()
+    assert "This tested the saved settings." in result.get_text()  # not "saved only when you press Save"
+    assert "saved only when" not in result.get_text()
     assert handler.accepted_recipients == [RECIPIENT] and handler.received == []
     assert stored_row(app) == before
     later = BeautifulSoup(client.get("/").get_data(as_text=True), "html.parser")

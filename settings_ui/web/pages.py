@@ -99,6 +99,13 @@ def _merged_with_theirs(form: SettingsForm, current: Settings) -> tuple[Settings
     return SettingsForm(formdata=None, data=data), conflicts
 
 
+def _differs_from_stored(form: SettingsForm) -> bool:
+    """Whether saving ``form`` would change anything: a test of what is saved already is not a draft."""
+    params = form.to_params()
+    stored = operations.show().public()
+    return any(name in params for name in fields.SECRETS) or any(params[name] != stored[name] for name in stored)
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -119,6 +126,7 @@ def _render(
     trusted: str | None = None,
     preset_applied: bool = False,
     theirs: dict[str, str] | None = None,
+    unsaved: bool = True,
 ) -> tuple[str, int]:
     """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
     state = operations.page_state(events=10)
@@ -138,6 +146,7 @@ def _render(
         trusted=trusted,
         preset_applied=preset_applied,
         theirs=theirs or {},
+        unsaved=unsaved,
         last_test=session.get("last_test"),
         conventional_ports=rules.CONVENTIONAL_PORTS,
     ), status
@@ -218,7 +227,7 @@ def test_settings() -> tuple[str, int]:
         "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "message": report.message,
     }
-    return _render(form, 200, report=report)
+    return _render(form, 200, report=report, unsaved=_differs_from_stored(form))
 
 
 @bp.post("/detect")
