@@ -39,3 +39,11 @@ def as_set_here(text: str) -> str:
     variable when the app reads one (``SETTINGS_UI_SMTP_CA_FILE``), else the key itself."""
     prefix = current_app.extensions["settings_ui"].environment_prefix
     return _KEY.sub(lambda key: prefix + key.group(0), text) if prefix else text
+
+
+def set_with(key: str) -> str:
+    """How an administrator sets ``key`` in this app, in a few words."""
+    prefix = current_app.extensions["settings_ui"].environment_prefix
+    if prefix:
+        return f"set with {prefix}{key} in the environment, or {key} in instance/config.py"
+    return f"set with {key} in the application's configuration"

@@ -59,16 +59,23 @@
     }
   });
 
-  // Only the sign-in fields of the chosen method are shown; without JavaScript, all are.
+  // Only the sign-in fields of the chosen method are shown. Without JavaScript the OAuth 2.0
+  // fields are folded unless OAuth 2.0 is chosen, and the password fields are always there.
   var authMethod = form.elements.namedItem("auth_method");
-  function showAuthFields() {
+  function showAuthFields(chosen) {
     var groups = form.querySelectorAll("[data-auth-method]");
     for (var i = 0; i < groups.length; i++) {
-      groups[i].hidden = groups[i].getAttribute("data-auth-method") !== authMethod.value;
+      var shown = groups[i].getAttribute("data-auth-method") === authMethod.value;
+      groups[i].hidden = !shown;
+      if (shown && chosen && groups[i].tagName === "DETAILS") {
+        groups[i].open = true;
+      }
     }
   }
-  authMethod.addEventListener("change", showAuthFields);
-  showAuthFields();
+  authMethod.addEventListener("change", function () {
+    showAuthFields(true);
+  });
+  showAuthFields(false);
 
   var summary = document.getElementById("error-summary");
   if (summary) {

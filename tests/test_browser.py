@@ -257,10 +257,8 @@ def test_the_test_button_shows_progress_while_it_runs(page: Any) -> None:
 
 
 def test_encryption_fills_the_conventional_port_but_never_a_typed_one(page: Any) -> None:
-    page.goto("/")
-    assert page.input_value("#smtp_port") == ""
-    page.select_option("#encryption", "StartTLS")
-    assert page.input_value("#smtp_port") == "587"
+    page.goto("/")  # a first-time form starts from 587 with StartTLS
+    assert (page.input_value("#smtp_port"), page.input_value("#encryption")) == ("587", "StartTLS")
     page.select_option("#encryption", "TLS")
     assert page.input_value("#smtp_port") == "465"
     page.select_option("#encryption", "Plain")
@@ -272,6 +270,7 @@ def test_encryption_fills_the_conventional_port_but_never_a_typed_one(page: Any)
 
 def test_self_signed_is_disabled_with_a_note_while_plain(page: Any, site_app: Flask) -> None:
     page.goto("/")
+    page.locator("#certificate-section > summary").click()
     page.select_option("#encryption", "Plain")
     assert page.locator("#allow_selfsigned_certs").is_disabled()
     assert page.locator("#selfsigned-note").is_visible()
@@ -282,8 +281,10 @@ def test_self_signed_is_disabled_with_a_note_while_plain(page: Any, site_app: Fl
 
 def test_a_disabled_checkbox_keeps_its_stored_value_on_save(page: Any, site_app: Flask) -> None:
     fill_settings(page, port=465, encryption="TLS")
+    page.locator("#certificate-section > summary").click()
     page.check("#allow_selfsigned_certs")
     save(page)
+    assert page.locator("#certificate-section").get_attribute("open") is not None  # a switch that is on shows
     page.select_option("#encryption", "Plain")
     page.fill("#smtp_port", "25")
     save(page)
@@ -373,6 +374,69 @@ def test_the_folded_candidates_open_from_the_keyboard_and_axe_finds_nothing_seri
     assert _serious_violations(page) == []
 
 
+# Every word of the element's text, with how many lines it is laid out on: a word on two is broken.
+BROKEN_WORDS = """(root) => {
+  const broken = [];
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const match of node.textContent.matchAll(/[A-Za-z]{2,}/g)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      const lines = new Set([...range.getClientRects()].map((rect) => Math.round(rect.top)));
+      if (lines.size > 1) broken.push(match[0]);
+    }
+  }
+  return broken;
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_the_candidates_read_at_both_widths_without_a_broken_word(
+    detect_site: LiveServer, tab_factory: Any, certificates: Certificates, width: int
+) -> None:
+    page = tab_factory(detect_site.url, viewport={"width": width, "height": 900}).page
+    with smtp_server(implicit_tls=certificates.server) as (port, _):
+        _detect(page, port)
+    page.locator("#detect-candidates summary").click()
+    table = page.locator("#detect-candidates table")
+    assert table.is_visible()
+    assert table.evaluate(BROKEN_WORDS) == []
+    headers_shown = page.locator("#detect-candidates thead").bounding_box()["width"] > 1
+    first_row = page.locator("#detect-candidates tbody tr").first
+    if width == 375:  # a card per candidate: each value under its own heading, nothing to scroll sideways
+        assert not headers_shown
+        label = first_row.locator("td").first.evaluate("(cell) => getComputedStyle(cell, '::before').content")
+        assert label == '"Port"'
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert page.locator("#detect-candidates .table-scroll").evaluate("(box) => box.scrollWidth <= box.clientWidth")
+    else:
+        assert headers_shown
+    assert _serious_violations(page) == []
+
+
+def test_detect_on_a_self_signed_server_leads_with_the_pin(site: LiveServer, site_app: Flask, tab_factory: Any) -> None:
+    import ssl
+
+    import trustme
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)  # an authority the site does not know
+    page = tab_factory(site.url, viewport={"width": 375, "height": 800}).page
+    with smtp_server(implicit_tls=context) as (port, handler):
+        _detect(page, port)
+        result = page.locator("#detect-result")
+        assert "Detected, with its certificate pinned." in result.inner_text()
+        assert len(page.input_value("#pinned_cert_sha256")) == 64 and page.locator("#pinned_cert_sha256").is_visible()
+        assert not page.is_checked("#allow_selfsigned_certs")
+        assert _serious_violations(page) == []
+        page.fill("#to", "me@example.net")
+        page.get_by_role("button", name="Send test email").click()
+        page.wait_for_load_state()
+        assert "Sent." in page.locator("#test-result").inner_text()  # the pin is all it takes
+    assert len(handler.received) == 1
+
+
 def test_trust_this_certificate_end_to_end(site: LiveServer, site_app: Flask, tab_factory: Any) -> None:
     import ssl
 
@@ -459,10 +523,16 @@ def test_the_sign_in_method_switch_and_the_microsoft_365_preset(
     assert _serious_violations(page) == []
 
 
-def test_without_javascript_every_sign_in_field_is_shown(site: LiveServer, tab_factory: Any) -> None:
+def test_without_javascript_the_oauth_fields_are_folded_until_opened(site: LiveServer, tab_factory: Any) -> None:
     page = tab_factory(site.url, java_script_enabled=False).page
     page.goto("/")
-    assert page.locator("#password").is_visible() and page.locator("#oauth2_token_url").is_visible()
+    assert page.locator("#password").is_visible() and not page.locator("#oauth2_token_url").is_visible()
+    page.locator("#oauth2-fields > summary").click()
+    assert page.locator("#oauth2_token_url").is_visible()
+    # The Microsoft 365 preset chooses OAuth 2.0: its fields come unfolded.
+    page.get_by_role("button", name="Microsoft 365 preset").click()
+    page.wait_for_load_state()
+    assert page.locator("#oauth2_token_url").is_visible()
 
 
 # --- Clear, login --------------------------------------------------------------------------------

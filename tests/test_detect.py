@@ -114,8 +114,10 @@ def test_plain_is_not_recommended_where_encryption_is_offered_even_unverified(cl
     assert starttls["ok"] and starttls["certificate"]["verified"] is False
     assert "not trust" in starttls["certificate"]["problem"]
     assert result["recommended"]["encryption"] == "StartTLS"
-    assert result["recommended"]["allow_selfsigned_certs"] is True
-    assert "allow_selfsigned_certs" in result["message"]
+    # The certificate it showed is pinned rather than any certificate accepted.
+    assert result["recommended"]["allow_selfsigned_certs"] is False
+    assert result["recommended"]["pinned_cert_sha256"] == starttls["certificate"]["sha256"]
+    assert "pinned_cert_sha256 set to the certificate it showed" in result["message"]
     assert handler.received == []  # no mail is sent
 
 

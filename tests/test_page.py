@@ -39,9 +39,14 @@ def test_the_password_is_never_filled_in_but_the_page_says_one_is_stored(
     assert soup.find("input", attrs={"name": "remove_password"}) is not None
 
 
-def test_a_fresh_install_shows_an_empty_form_and_says_it_is_not_configured(client: FlaskClient) -> None:
+def test_a_fresh_install_starts_from_587_starttls_says_why_and_says_it_is_not_configured(
+    client: FlaskClient,
+) -> None:
     soup = page(client)
-    assert soup.find("input", attrs={"name": "smtp_port"}).get("value", "") == ""
+    assert soup.find("input", attrs={"name": "smtp_host"}).get("value", "") == ""
+    assert soup.find("input", attrs={"name": "smtp_port"})["value"] == "587"
+    assert soup.find("select", attrs={"name": "encryption"}).find("option", selected=True)["value"] == "StartTLS"
+    assert "most providers and mail servers take mail from applications" in soup.find(id="encryption-help").get_text()
     assert "Not configured yet" in soup.get_text()
     assert "No password is stored" in soup.get_text()
     assert soup.find("input", attrs={"name": "remove_password"}) is None
@@ -81,7 +86,7 @@ def test_the_page_and_the_api_see_the_same_settings(client: FlaskClient) -> None
     assert result == shown(
         {
             "allow_selfsigned_certs": True,
-            "encryption": "Plain",
+            "encryption": "StartTLS",
             "from_email": "ops@example.net",
             "smtp_host": "mail.example.net",
             "smtp_port": 2525,
@@ -400,3 +405,23 @@ def test_recent_changes_name_the_fields_by_their_labels(client: FlaskClient, con
     history = " ".join(page(client).find("section", attrs={"aria-labelledby": "history-title"}).get_text().split())
     assert "“From address”: " in history and "“Username”: " in history
     assert "from_email" not in history and "username:" not in history
+
+
+def test_the_page_shows_the_settings_of_this_machine_in_effect_and_how_to_set_them(tmp_path: Any) -> None:
+    from .apps import make_app
+
+    ca_file = tmp_path / "our-ca.pem"
+    ca_file.write_text("")
+    app = make_app(tmp_path, SMTP_CA_FILE=str(ca_file), SMTP_EHLO_NAME="relay-client.example.net")
+    soup = page(app.test_client())
+
+    def shown_for(key: str) -> str:
+        return " ".join(soup.find(id=f"machine-{key}").get_text().split())
+
+    assert str(ca_file) in shown_for("smtp-ca-file")
+    assert "SETTINGS_UI_SMTP_CA_FILE in the environment, or SMTP_CA_FILE in instance/config.py" in shown_for(
+        "smtp-ca-file"
+    )
+    assert "relay-client.example.net" in shown_for("smtp-ehlo-name")
+    assert "TLSv1.2" in shown_for("smtp-tls-minimum")
+    assert "none: the password is stored here" in shown_for("smtp-password-file")

@@ -126,7 +126,7 @@ def test_the_page_says_where_the_password_comes_from_and_has_no_password_field(
     assert soup.find("input", attrs={"name": "password"}) is None
     assert soup.find("input", attrs={"name": "remove_password"}) is None
     managed = soup.find(id="password-managed").get_text()
-    assert "Managed outside the application (SMTP_PASSWORD_FILE" in managed and str(secret) in managed
+    assert "Managed outside the application (SETTINGS_UI_SMTP_PASSWORD_FILE" in managed and str(secret) in managed
     assert "The file is readable." in soup.find(id="password-file-state").get_text()
 
 

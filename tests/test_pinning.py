@@ -192,18 +192,20 @@ def test_the_page_advises_a_pin_where_any_certificate_is_accepted(client: FlaskC
     assert page(client).find(id="pin-advice") is None
 
 
-def test_detect_offers_to_trust_the_certificate_it_could_not_verify(app: Flask, client: FlaskClient) -> None:
+def test_detect_leads_with_the_pin_of_the_certificate_it_could_not_verify(app: Flask, client: FlaskClient) -> None:
     context, fingerprint = foreign_certificate(HOST)
+    before = stored_row(app)
     with smtp_server(implicit_tls=context) as (port, _):
         typed = form_values(page(client)) | {"smtp_host": HOST, "smtp_port": str(port), "from_email": "a@example.com"}
-        detected = BeautifulSoup(client.post("/detect", data=typed).get_data(as_text=True), "html.parser")
-    button = detected.find(id="detect-result").find("button", attrs={"name": "trust_certificate"})
-    assert button is not None and button["value"] == fingerprint
+        response = client.post("/detect", data=typed)
+        detected = BeautifulSoup(response.get_data(as_text=True), "html.parser")
+        recommended = call(client, "detect", {"smtp_host": HOST, "ports": [port]}).get_json()["result"]["recommended"]
+    assert recommended["pinned_cert_sha256"] == fingerprint and recommended["allow_selfsigned_certs"] is False
+    result = detected.find(id="detect-result")
+    assert "Detected, with its certificate pinned." in result.get_text()
+    assert "notice-success" not in result["class"]  # not a green all-clear
     form = form_values(detected)
-    assert (form["smtp_port"], form["encryption"], form.get("allow_selfsigned_certs")) == (str(port), "TLS", "y")
-    trusted = BeautifulSoup(
-        client.post("/trust", data=form | {"trust_certificate": fingerprint}).get_data(as_text=True), "html.parser"
-    )
-    pinned = form_values(trusted)
-    assert pinned["pinned_cert_sha256"] == fingerprint and "allow_selfsigned_certs" not in pinned  # the pin replaces it
-    assert pinned["smtp_port"] == str(port)
+    assert (form["smtp_port"], form["encryption"], form["pinned_cert_sha256"]) == (str(port), "TLS", fingerprint)
+    assert "allow_selfsigned_certs" not in form  # any certificate is not accepted: this one is pinned
+    assert detected.find(id="certificate-section").has_attr("open")
+    assert stored_row(app) == before

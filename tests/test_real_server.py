@@ -303,7 +303,7 @@ def test_detect_never_sends_a_password_where_no_certificate_is_verified(tmp_path
     client = app_for(tmp_path, SMTP_CA_FILE="").test_client()  # our CA unknown: nothing verifies
     before = failed_logins()
     result = detect(client, [SUBMISSION_PORT, TLS_PORT], username=USERNAME, password="a-wrong-password")
-    assert result["recommended"]["allow_selfsigned_certs"] is True
+    assert result["recommended"]["pinned_cert_sha256"] and result["recommended"]["allow_selfsigned_certs"] is False
     assert all(c["auth"] == "not tried" for c in result["candidates"])
     time.sleep(0.5)  # a sign-in, had there been one, would be logged by now
     assert failed_logins() == before

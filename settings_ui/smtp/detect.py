@@ -93,12 +93,13 @@ class Candidate:
 
 _RECOMMENDED = Schema(
     "edit parameters (never a password): verified TLS before verified StartTLS before "
-    "unverified encryption; never Plain where the server offers encryption or with a username",
+    "unverified encryption, with the certificate it showed pinned; never Plain where the server "
+    "offers encryption or with a username",
     required=["smtp_host", "smtp_port", "encryption", "allow_selfsigned_certs"],
     additionalProperties=False,
     properties={
         name: fields.BY_NAME[name].stored_schema()
-        for name in ("smtp_host", "smtp_port", "encryption", "allow_selfsigned_certs", "username")
+        for name in ("smtp_host", "smtp_port", "encryption", "allow_selfsigned_certs", "pinned_cert_sha256", "username")
     },
 )
 
@@ -381,8 +382,11 @@ class _Detect:
             "smtp_host": self.host,
             "smtp_port": best.smtp_port,
             "encryption": best.encryption,
-            "allow_selfsigned_certs": best.encryption != "Plain" and not best.verified,
+            "allow_selfsigned_certs": False,
         }
+        if best.certificate is not None and not best.certificate.verified:
+            # This one certificate pinned: safer than accepting any (allow_selfsigned_certs).
+            recommended["pinned_cert_sha256"] = best.certificate.sha256
         if self.username:
             recommended["username"] = self.username
         return recommended
@@ -407,12 +411,14 @@ class _Detect:
             text += ": the server offers no encryption on any port tried, so mail would cross the network readable."
         elif best.verified:
             text += f": the certificate is valid for {self.host}."
-        else:
+        elif best.certificate:
             text += (
-                ", with allow_selfsigned_certs on: no port offers a certificate this machine can verify "
-                f"({best.certificate.problem if best.certificate else 'none was shown'}). Anyone between this "
-                "machine and the server could then read the mail."
+                f", with pinned_cert_sha256 set to the certificate it showed (sha256 {best.certificate.sha256}): "
+                f"no port offers a certificate this machine can verify ({best.certificate.problem}). Pinned, "
+                "only that certificate is trusted, so an impostor's is refused; check the fingerprint with the "
+                "server's administrator. When the server gets a new certificate, pin the new one."
             )
+
         if best.auth == "ok":
             text += f" The sign-in as {self.username} works."
         elif best.auth == "failed":

@@ -13,8 +13,8 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 from werkzeug.wrappers import Response
 
-from .. import deliveries, detection, fields, operations, password_file, rules, testmail
-from ..configuration import as_set_here
+from .. import deliveries, detection, fields, operations, password_file, rules, targets, testmail
+from ..configuration import as_set_here, set_with
 from ..errors import SettingsError
 from ..operations import Settings, StaleSettingsError
 from ..smtp.detect import DEFAULT_PORTS
@@ -64,9 +64,17 @@ def ago(moment: datetime) -> str:
     return "just now"
 
 
+FIRST_CHOICE = (
+    "Port 587 with StartTLS is filled in because that is how most providers and mail servers take mail "
+    "from applications; press Detect if yours differs."
+)
+
+
 def _form_data(settings: Settings) -> dict[str, Any]:
     data = settings.public()
-    data["smtp_port"] = settings.smtp_port or None  # unconfigured shows an empty field, not 0
+    if not settings.configured:  # a first-time form starts from what most servers take, not Plain
+        data |= {"smtp_port": rules.CONVENTIONAL_PORTS["StartTLS"], "encryption": "StartTLS"}
+    data["smtp_port"] = data["smtp_port"] or None  # an empty field, not 0
     data["version"] = settings.version
     data["base"] = json.dumps(settings.public())
     data["to"] = session.get("last_test_to", "")
@@ -97,6 +105,35 @@ def _merged_with_theirs(form: SettingsForm, current: Settings) -> tuple[Settings
     data |= {"version": current.version, "base": json.dumps(theirs), "to": form.to.data}
     conflicts = {name: _shown(theirs[name]) for name in both if theirs[name] != typed[name]}
     return SettingsForm(formdata=None, data=data), conflicts
+
+
+def _certificate_checks(form: SettingsForm) -> dict[str, Any]:
+    """How the form checks the server's certificate, in a few words, and whether to show those fields."""
+    pin, any_certificate = form.pinned_cert_sha256.data, form.allow_selfsigned_certs.data
+    if form.encryption.data == "Plain":
+        state = "none (no encryption)"
+    elif pin:
+        state = f"this one certificate only (sha256 {pin[:16]}…)"
+    elif any_certificate:
+        state = "off: any certificate is accepted"
+    else:
+        state = "on, as usual"
+    failing = form.pinned_cert_sha256.errors or form.allow_selfsigned_certs.errors
+    return {"certificate_state": state, "certificate_open": bool(pin or any_certificate or failing)}
+
+
+def _machine_settings() -> list[dict[str, str]]:
+    """The settings of this process that shape every conversation, as in effect now."""
+    options = targets.smtp_options()
+    path = password_file.configured()
+    shown = [
+        ("SMTP_CA_FILE", "Trusted authorities", options.ca_file or "the system's only"),
+        ("SMTP_EHLO_NAME", "EHLO name", options.ehlo_name or "this machine's fully qualified name"),
+        ("SMTP_TLS_MINIMUM", "Oldest TLS version accepted", options.tls_minimum.name.replace("_", ".")),
+        ("SMTP_PASSWORD_FILE", "Password file", str(path) if path else "none: the password is stored here"),
+        ("SMTP_TIMEOUT", "Longest a test may take", f"{options.timeout:g} seconds"),
+    ]
+    return [{"key": key, "title": title, "value": value, "how": set_with(key)} for key, title, value in shown]
 
 
 def _differs_from_stored(form: SettingsForm) -> bool:
@@ -130,9 +167,10 @@ def _render(
 ) -> tuple[str, int]:
     """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
     state = operations.page_state(events=10)
+    form_shown = form or SettingsForm(formdata=None, data=_form_data(state.settings))
     return render_template(
         "settings_ui/settings.html",
-        form=form or SettingsForm(formdata=None, data=_form_data(state.settings)),
+        form=form_shown,
         settings=state.settings,
         problem=problem,
         password_problem=state.password_problem,
@@ -146,6 +184,9 @@ def _render(
         trusted=trusted,
         preset_applied=preset_applied,
         theirs=theirs or {},
+        first_choice=None if state.settings.configured else FIRST_CHOICE,
+        machine_settings=_machine_settings(),
+        **_certificate_checks(form_shown),
         unsaved=unsaved,
         last_test=session.get("last_test"),
         conventional_ports=rules.CONVENTIONAL_PORTS,
