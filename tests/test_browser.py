@@ -17,6 +17,7 @@ from flask import Flask
 
 from .apps import LiveServer, make_app, stored_row
 from .helpers import EXAMPLE_PASSWORD, skip_or_fail
+from .screenshots import SCREENSHOT, page_source_digest, stamped
 from .smtp_servers import Authenticator, Certificates, free_port, silent_server, smtp_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -32,7 +33,6 @@ CHROMIUM_ARGS = [
     f"--host-resolver-rules=MAP {REBOUND_NAME} 127.0.0.1",
 ]
 PROJECT = Path(__file__).resolve().parent.parent
-SCREENSHOT = PROJECT / "docs" / "screenshot.png"
 
 
 @pytest.fixture(scope="session")
@@ -662,22 +662,30 @@ def test_everything_is_reachable_by_keyboard_with_a_visible_focus(page: Any) -> 
     assert reached[-1] == "Clear settings…"
 
 
-def test_readme_screenshot(site: LiveServer, tab_factory: Any) -> None:
-    """Takes the README's screenshot; UPDATE_SCREENSHOT=1 writes it to docs/screenshot.png."""
+def test_readme_screenshot(site: LiveServer, tab_factory: Any, tmp_path: Path) -> None:
+    """Takes the README's screenshot, stamped with the page source it shows. UPDATE_SCREENSHOT=1
+    writes it to docs/screenshot.png; SCREENSHOT_OUT names where else to keep it (CI keeps it)."""
     page = tab_factory(site.url, viewport={"width": 1000, "height": 900}).page
     with smtp_server(authenticator=Authenticator("mailer", EXAMPLE_PASSWORD)) as (port, _):
         fill_settings(
-            page, port=port, encryption="Plain", host="127.0.0.1", username="mailer", password=EXAMPLE_PASSWORD
+            page, port=port, encryption="StartTLS", host="127.0.0.1", username="mailer", password=EXAMPLE_PASSWORD
         )
+        page.select_option("#encryption", "Plain")
+        page.fill("#smtp_port", str(port))
         save(page)
         page.fill("#to", "admin@example.net")
         page.get_by_role("button", name="Send test email").click()
         page.wait_for_load_state()
-    target = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") == "1" else Path(site.url.split(":")[-1] + ".png")
-    if target != SCREENSHOT:
-        target = Path(os.environ.get("TMPDIR", "/tmp")) / f"settings-ui-{free_port()}.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(target), full_page=True)
-    assert target.stat().st_size > 10_000
-    if target != SCREENSHOT:
-        target.unlink()
+    assert "Sent." in page.locator("#test-result").inner_text()
+    for shown in ("#detect-button", "#certificate-section", "#machine-settings", "#delivery", "#oauth2-fields"):
+        assert page.locator(shown).count() == 1, shown
+    taken = tmp_path / "screenshot.png"
+    page.screenshot(path=str(taken), full_page=True)
+    picture = stamped(taken.read_bytes(), page_source_digest())
+    assert len(picture) > 10_000
+    targets = [Path(os.environ["SCREENSHOT_OUT"])] if os.environ.get("SCREENSHOT_OUT") else []
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":
+        targets.append(SCREENSHOT)
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(picture)

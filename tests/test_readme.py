@@ -22,6 +22,7 @@ from werkzeug.security import generate_password_hash
 from .apps import make_app
 from .helpers import basic
 from .processes import PROJECT
+from .screenshots import SCREENSHOT, page_source_digest, stamp_of
 
 ADMIN_EXAMPLE = ("admin", "the password")
 
@@ -102,3 +103,10 @@ def test_the_readme_examples_run_in_order_and_answer_as_shown(tmp_path: Path) ->
             assert answer == json.loads(example.shown), (where, answer)
         else:
             assert response.status_code == 200, (where, answer)
+
+
+def test_the_readme_screenshot_was_taken_of_the_page_as_it_is() -> None:
+    assert stamp_of(SCREENSHOT.read_bytes()) == page_source_digest(), (
+        "docs/screenshot.png shows other templates or styles than these: retake it with "
+        "UPDATE_SCREENSHOT=1 make test PYTEST_ARGS='-k screenshot'"
+    )
