@@ -638,6 +638,15 @@ def test_a_refused_certificate_is_laid_out_readably_at_375_pixels(
     assert "allow_selfsigned_certs" not in result.inner_text()
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     assert handler.received == []
+    # The certificate is shown once: the failed step points to it rather than repeating it.
+    assert page.locator("main").inner_text().count("SHA-256 fingerprint") == 1
+    assert "The certificate is shown above." in page.locator("ol.steps").inner_text()
+    # Trust this certificate leads, before the fix, its help a full line under the button, not a sliver beside it.
+    text = result.inner_text()
+    assert text.index("Trust this certificate") < text.index("What to change:")
+    button = page.get_by_role("button", name="Trust this certificate").bounding_box()
+    help_box = page.locator("#trust-help").bounding_box()
+    assert help_box["y"] >= button["y"] + button["height"] and help_box["width"] > 250
 
 
 def test_everything_is_reachable_by_keyboard_with_a_visible_focus(page: Any) -> None:
