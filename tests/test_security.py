@@ -368,7 +368,7 @@ def test_changes_are_recorded_with_actor_address_and_fields(admin_app: Flask, ad
     rows = table_rows(soup, "history-title")
     assert "settings cleared" in rows[0] and "password removed" in rows[0]
     assert "admin (198.51.100.7)" in rows[1]
-    assert "smtp_port: 587 → 2525" in rows[1] and "password changed" in rows[1]
+    assert "“Port”: 587 → 2525" in rows[1] and "password changed" in rows[1]  # the page's label
     assert "password set" in rows[2]
     assert len(rows) == 3
     sign_ins = table_rows(soup, "sign-ins-title")

@@ -176,7 +176,8 @@ def test_standard_input_past_the_limit_is_refused_unread(app: Flask) -> None:
     with smtp_server() as (port, handler):
         configure(app, port)
         result = sendmail(app, "dave@example.net", message=MESSAGE + b"x" * 5000, SENDMAIL_MAX_MESSAGE_BYTES="1000")
-    assert result.returncode == 65 and b"larger than SENDMAIL_MAX_MESSAGE_BYTES (1000 bytes)" in result.stderr
+    assert result.returncode == 65
+    assert b"larger than SETTINGS_UI_SENDMAIL_MAX_MESSAGE_BYTES (1000 bytes)" in result.stderr
     assert handler.connections == 0
 
 
