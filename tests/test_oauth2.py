@@ -207,6 +207,51 @@ def test_a_password_turned_off_by_the_provider_suggests_oauth2(client: FlaskClie
     )
 
 
+def test_smtp_auth_switched_off_by_the_tenant_says_how_to_switch_it_on_or_use_graph(client: FlaskClient) -> None:
+    refusal = (
+        "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. "
+        "Visit https://aka.ms/smtp_auth_disabled for more information."
+    )
+    with smtp_server(authenticator=Authenticator("mailer", EXAMPLE_PASSWORD, refusal=refusal)) as (port, handler):
+        params = {"smtp_host": "127.0.0.1", "smtp_port": port, "encryption": "Plain", "from_email": MAILBOX}
+        call(client, "edit", params | {"username": "mailer", "password": EXAMPLE_PASSWORD})
+        response = call(client, "test", {"to": RECIPIENT})
+    error = assert_error(response, 400, "the auth step failed", "5.7.139", "Authenticated SMTP", "microsoft_graph")
+    assert "wrong password" not in error["message"] and handler.received == []
+
+
+def test_a_mailbox_the_app_cannot_log_on_to_is_named(client: FlaskClient) -> None:
+    from .smtp_servers import RecordingHandler
+
+    storedrv = "430 4.2.0 STOREDRV; mailbox logon failure; Failed to process message due to a transient exception"
+    with smtp_server(RecordingHandler(recipient_reply=storedrv)) as (port, handler):
+        configure(client, port)
+        response = call(client, "test", {"to": RECIPIENT})
+    error = assert_error(response, 400, "the rcpt_to step failed", "STOREDRV", "no access to the mailbox")
+    assert "Add-MailboxPermission" in error["message"] and handler.received == []
+
+
+def test_a_password_that_works_on_microsoft_365_warns_that_basic_auth_is_ending(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    # smtp.office365.com cannot be reached from here: its name leads to the local server instead.
+    real = socket.getaddrinfo
+
+    def office365_here(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == "smtp.office365.com" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", office365_here)
+    with smtp_server(authenticator=Authenticator("mailer", EXAMPLE_PASSWORD)) as (port, handler):
+        params = {"smtp_host": "smtp.office365.com", "smtp_port": port, "encryption": "Plain", "from_email": MAILBOX}
+        call(client, "edit", params | {"username": "mailer", "password": EXAMPLE_PASSWORD})
+        result = call(client, "test", {"to": RECIPIENT}).get_json()["result"]
+    assert result["sent"] and len(handler.received) == 1
+    warning = next(warning for warning in result["warnings"] if "Basic authentication" in warning)
+    assert "end of December 2026" in warning and "OAuth 2.0" in warning and "Microsoft 365 preset" in warning
+
+
 # --- What is stored, and the binding rule ---------------------------------------------------------
 
 

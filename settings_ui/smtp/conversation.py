@@ -496,6 +496,8 @@ class _Conversation:
             self.warnings.append(
                 f"The password crossed the network unencrypted{starttls}: set encryption to StartTLS or TLS."
             )
+        if diagnosis.is_microsoft_365(self.target.smtp_host):
+            self.warnings.append(diagnosis.BASIC_AUTH_ENDING)
         return f"signed in as {self.target.username}: {diagnosis.reply(reply.code, reply.message)}"
 
     async def _token(self) -> str:

@@ -185,6 +185,12 @@ def refusal_fix(code: int, text: str, username: str, sender: str = "from_email")
         if username:
             return f"Check {sender}: the server lets {username} send only as its own addresses."
         return f"Check {sender}: the server does not accept it as a sender."
+    if "storedrv" in lowered and "logon failure" in lowered:
+        return (
+            f"On Microsoft 365 this means the app has no access to the mailbox {username or 'named in username'}: "
+            "give its service principal permission on the mailbox (Add-MailboxPermission ... -AccessRights "
+            "FullAccess), or send as a mailbox it may use."
+        )
     if "authentication required" in lowered or (status == "5.7.0" and "auth" in lowered):
         return "The server accepts mail only after signing in: set username and password."
     if "relay" in lowered and not username:
@@ -207,9 +213,33 @@ _MICROSOFT_535 = (
 )
 
 
+_SMTP_AUTH_DISABLED = (
+    "Microsoft 365 has SMTP AUTH switched off for this mailbox or the whole tenant (5.7.139). Switch it on for "
+    "the mailbox (admin center: the user, Mail, Manage email apps, Authenticated SMTP; or "
+    "Set-CASMailbox -SmtpClientAuthenticationDisabled $false), or, where the tenant keeps it off, send through "
+    f"Microsoft Graph instead (transport microsoft_graph); see {_OAUTH_README}."
+)
+
+
+MICROSOFT_365_HOSTS = ("smtp.office365.com", "smtp-legacy.office365.com", "smtp.office365.us")
+
+BASIC_AUTH_ENDING = (
+    "Microsoft 365 switches password sign-in for SMTP (Basic authentication) off by default from the end of "
+    "December 2026: it is time to sign in with OAuth 2.0 instead (the page's Microsoft 365 preset; see "
+    f"{_OAUTH_README})."
+)
+
+
+def is_microsoft_365(host: str) -> bool:
+    """Whether ``host`` is Microsoft 365's SMTP submission service."""
+    return host.lower().rstrip(".") in MICROSOFT_365_HOSTS
+
+
 def password_refusal_fix(code: int, text: bytes | str) -> str:
     """What to change when the server refused the username and password."""
     said = one_line(text)
+    if "5.7.139" in said:
+        return _SMTP_AUTH_DISABLED
     if "5.7.30" in said or "basic authentication is not supported" in said.lower():
         return (
             "This server no longer takes passwords for SMTP (Microsoft 365 is switching them off): set "
@@ -226,6 +256,8 @@ def password_refusal_fix(code: int, text: bytes | str) -> str:
 def xoauth2_fix(code: int, text: bytes | str) -> str:
     """What to change when the server refused an OAuth 2.0 token (AUTH XOAUTH2)."""
     said = one_line(text)
+    if "5.7.139" in said:
+        return _SMTP_AUTH_DISABLED
     if "5.7.3" in said or "authentication unsuccessful" in said.lower():
         return (
             f"{_MICROSOFT_535}; or the app registration lacks the SMTP.SendAsApp application permission (with "
