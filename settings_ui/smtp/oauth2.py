@@ -8,20 +8,18 @@ when the URL is stored).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import http.client
 import json
-import socket
 import ssl
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 
+from . import bounded_http
+
 # Renew a token this long before the endpoint says it expires.
 _RENEW_BEFORE = 60.0
-_MAX_ANSWER = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -95,51 +93,34 @@ def forget(client: Client) -> None:
 def fetch(client: Client, *, timeout: float, ca_file: str | None) -> str:
     """Get a token by the client-credentials grant and keep it; raise :class:`TokenError` explaining why not.
 
-    The whole exchange ends within ``timeout``: an endpoint that answers one byte at a time is cut
-    off then (a time-out per read would let it hold the thread for ever). Redirects are refused:
-    a token endpoint answers itself (RFC 6749), and a redirect could lead the secret anywhere.
+    The whole exchange ends within ``timeout``, however slowly the endpoint answers. Redirects are
+    refused: a token endpoint answers itself (RFC 6749), and a redirect could lead the secret anywhere.
     """
     body = {"grant_type": "client_credentials", "client_id": client.client_id, "client_secret": client.secret}
     if client.scope:
         body["scope"] = client.scope
-    url = urllib.parse.urlsplit(client.token_url)
-    where = url.netloc
-    deadline = time.monotonic() + timeout
+    where = urllib.parse.urlsplit(client.token_url).netloc
     too_slow = TokenError(
         f"The token endpoint {where} did not answer within {timeout:g} s.",
         "Check oauth2_token_url, and that this machine may reach it (a proxy or firewall).",
         temporary=True,
     )
     try:
-        connection = _connection(url, timeout, ca_file)
-        connection.connect()
-    except TimeoutError:
+        answered = bounded_http.request(
+            "POST",
+            client.token_url,
+            urllib.parse.urlencode(body).encode(),
+            {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+            timeout=timeout,
+            ca_file=ca_file,
+        )
+    except bounded_http.TooSlow:
         raise too_slow from None
-    except OSError as error:  # TLS failures included (a refused certificate is a ValueError too)
-        raise _unreachable(where, error) from None
+    except bounded_http.Unreachable as failure:
+        raise _unreachable(where, failure.reason) from None
     except ValueError as problem:  # a port that is not a number
         raise TokenError(f"The token endpoint's address is not valid: {problem}.", "Check oauth2_token_url.") from None
-    cut = threading.Event()
-    cut_off = threading.Timer(max(deadline - time.monotonic(), 0.0), _cut, (connection.sock, cut))
-    cut_off.start()
-    try:
-        connection.request(
-            "POST",
-            urllib.parse.urlunsplit(("", "", url.path or "/", url.query, "")),
-            urllib.parse.urlencode(body),
-            {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-        )
-        response = connection.getresponse()
-        status, raw = response.status, response.read(_MAX_ANSWER)
-    except (OSError, http.client.HTTPException) as error:
-        if cut.is_set() or isinstance(error, TimeoutError):
-            raise too_slow from None
-        raise _unreachable(where, error) from None
-    finally:
-        cut_off.cancel()
-        connection.close()
-    if cut.is_set():  # what came before the deadline is only part of the answer
-        raise too_slow
+    status, raw = answered.status, answered.body
     if 300 <= status < 400:
         raise TokenError(
             f"The token endpoint {where} answered with a redirect (HTTP {status}), which was not followed: "
@@ -170,22 +151,6 @@ def fetch(client: Client, *, timeout: float, ca_file: str | None) -> str:
     with _tokens_lock:
         _tokens[client._key] = (token, time.monotonic() + max(lifetime - _RENEW_BEFORE, 0))
     return token
-
-
-def _connection(url: urllib.parse.SplitResult, timeout: float, ca_file: str | None) -> http.client.HTTPConnection:
-    if url.scheme == "http":  # stored for a loopback endpoint only
-        return http.client.HTTPConnection(url.hostname or "", url.port, timeout=timeout)
-    context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
-    if ca_file:
-        context.load_default_certs()
-    return http.client.HTTPSConnection(url.hostname or "", url.port, timeout=timeout, context=context)
-
-
-def _cut(sock: socket.socket, cut: threading.Event) -> None:
-    """End the exchange at its deadline: a read blocked on the socket returns at once."""
-    cut.set()
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _unreachable(where: str, reason: object) -> TokenError:
