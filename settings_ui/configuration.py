@@ -16,6 +16,7 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_THROTTLE_SECONDS": 1.0,  # first wait after repeated failed sign-ins; doubles each time
     "LOGIN_FAILING_ADDRESSES_PER_MINUTE": 50,  # past this many, every new sign-in waits a minute
     "SENDMAIL_MAX_MESSAGE_BYTES": 10 * 1024 * 1024,  # the largest message sendmail reads from standard input
+    "MICROSOFT_GRAPH_URL": "https://graph.microsoft.com",  # or a national cloud's Graph
 }
 """settings-ui's own configuration keys, where the app sets no value of its own."""
 

@@ -169,6 +169,16 @@ FIELDS: tuple[Field, ...] = (
         maximum=rules.PORT_MAX,
     ),
     Field(
+        "transport",
+        str,
+        "smtp",
+        'how mail leaves: "smtp" (through smtp_host), or "microsoft_graph" (Microsoft Graph\'s sendMail for '
+        "the mailbox in username, with auth_method oauth2; smtp_host, smtp_port and encryption are then not "
+        "needed)",
+        normalize=rules.check_transport,
+        choices=rules.TRANSPORTS,
+    ),
+    Field(
         "username",
         str,
         "",

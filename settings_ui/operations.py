@@ -35,8 +35,9 @@ so a host's case, trailing dot, IDN form or IPv6 spelling compare equal)."""
 _TRUST = ("allow_selfsigned_certs", "pinned_cert_sha256")
 """What the certificate checks trust: widening it is like pointing at another server."""
 
-SECRET_IDENTITY = ("oauth2_token_url", "oauth2_client_id")
-"""The stored client secret is bound to these too: it is only ever sent to that endpoint, for that client."""
+SECRET_IDENTITY = ("oauth2_token_url", "oauth2_client_id", "transport")
+"""The stored client secret is bound to these too: it is only ever sent to that endpoint, for that client,
+and its tokens only to that service (the SMTP server, or Graph)."""
 
 Row = dict[str, Any]
 """The settings row as read from the database, column by column."""
@@ -192,7 +193,17 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
     secret = changes.get("oauth2_client_secret", KEEP)
     has_secret = bool(row["oauth2_client_secret_encrypted"]) if secret is KEEP else bool(secret)
 
-    errors = {field.name: field.required for field in fields.FIELDS if field.required and not values[field.name]}
+    # Graph needs no SMTP server: its host, port and encryption are not asked for.
+    unused = ("smtp_host", "smtp_port", "encryption") if values["transport"] == "microsoft_graph" else ()
+    errors = {
+        field.name: field.required
+        for field in fields.FIELDS
+        if field.required and not values[field.name] and field.name not in unused
+    }
+    if values["transport"] == "microsoft_graph" and values["auth_method"] != "oauth2":
+        errors["auth_method"] = (
+            "must be oauth2 with transport microsoft_graph: Graph takes an OAuth 2.0 token, never a password"
+        )
     if values["auth_method"] == "oauth2":
         errors.update(_oauth2_problems(values, has_password, has_secret))
     elif values["username"] and not has_password:

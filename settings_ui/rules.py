@@ -11,6 +11,7 @@ import functools
 import ipaddress
 import re
 import urllib.parse
+from typing import Any
 
 import idna
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
@@ -19,7 +20,23 @@ ENCRYPTIONS: tuple[str, ...] = ("Plain", "StartTLS", "TLS")
 AUTH_METHODS: tuple[str, ...] = ("password", "oauth2")
 """How to sign in: a password (AUTH PLAIN, LOGIN or CRAM-MD5), or an OAuth 2.0 token (AUTH XOAUTH2)."""
 
-MICROSOFT_365 = {
+TRANSPORTS: tuple[str, ...] = ("smtp", "microsoft_graph")
+"""How mail leaves: through the SMTP server, or by Microsoft Graph's sendMail (for Microsoft 365 tenants
+that keep SMTP AUTH off)."""
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+"""The scope a Graph token is asked for when oauth2_scope is empty."""
+
+MICROSOFT_365_GRAPH: dict[str, Any] = {
+    "transport": "microsoft_graph",
+    "auth_method": "oauth2",
+    "oauth2_token_url": "https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token",
+    "oauth2_scope": GRAPH_SCOPE,
+}
+"""The page's Microsoft 365 (Graph) preset: the admin replaces <tenant> and types the client id and secret."""
+
+MICROSOFT_365: dict[str, Any] = {
+    "transport": "smtp",
     "smtp_host": "smtp.office365.com",
     "smtp_port": 587,
     "encryption": "StartTLS",
@@ -117,6 +134,12 @@ def check_port(value: int) -> int:
 def check_encryption(value: str) -> str:
     if value not in ENCRYPTIONS:
         raise ValueError(f"must be one of {', '.join(ENCRYPTIONS)} (exactly as written)")
+    return value
+
+
+def check_transport(value: str) -> str:
+    if value not in TRANSPORTS:
+        raise ValueError(f"must be one of {', '.join(TRANSPORTS)} (exactly as written)")
     return value
 
 

@@ -120,8 +120,9 @@ def deliver(
     international = not all(address.isascii() for address in (sender, *addresses))
     content = message.as_bytes(policy=SMTPUTF8 if international else SMTP)
     mail = smtp.Mail(sender, tuple(addresses), content, str(message["Message-ID"]))
-    report = smtp.deliver(target, mail, targets.smtp_options())
-    deliveries.record(surface, report, addresses, target.smtp_host, target.smtp_port)
+    options = targets.smtp_options()
+    report = smtp.deliver(target, mail, options)
+    deliveries.record(surface, report, addresses, *smtp.server_of(target, options))
     return Delivery(report.sent, report.message, report.temporary, report.steps, report.elapsed_ms)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from . import crypto, operations, password_file, smtp
+from . import crypto, operations, password_file, rules, smtp
 from .errors import SettingsError
 from .operations import KEEP
 from .params import parse_params
@@ -44,11 +44,17 @@ def smtp_options(config: Mapping[str, Any] | None = None) -> smtp.Options:
         tls_minimum = smtp.tls_version(str(config.get("SMTP_TLS_MINIMUM") or "TLSv1.2"))
     except ValueError as problem:
         raise ValueError(f"SMTP_TLS_MINIMUM {problem}") from None
+    graph_url = str(config.get("MICROSOFT_GRAPH_URL") or "https://graph.microsoft.com")
+    try:
+        rules.normalize_token_url(graph_url)
+    except ValueError as problem:
+        raise ValueError(f"MICROSOFT_GRAPH_URL {problem}") from None
     return smtp.Options(
         timeout=float(config["SMTP_TIMEOUT"]),
         ca_file=config.get("SMTP_CA_FILE") or None,
         ehlo_name=config.get("SMTP_EHLO_NAME") or None,
         tls_minimum=tls_minimum,
+        graph_url=graph_url,
     )
 
 

@@ -66,11 +66,14 @@ def run_test(params: Mapping[str, Any], *, actor: Actor = SYSTEM) -> smtp.Report
         message = f"must be an object of edit parameters, not {json_type_name(draft)}"
         raise SettingsError({"settings": message})
     target = resolve_target(draft)
+    options = smtp_options()
     with smtp_slot():
-        report = send_test_email(target, to, smtp_options(), dry_run=dry_run)
+        report = send_test_email(target, to, options, dry_run=dry_run)
+    server = smtp.server_of(target, options)
     if not dry_run:
-        deliveries.record("test", report, [to], target.smtp_host, target.smtp_port)
-    where = f"to {to} via {smtp.host_port(target.smtp_host, target.smtp_port)} ({target.encryption})"
+        deliveries.record("test", report, [to], *server)
+    how = "Microsoft Graph" if target.transport == "microsoft_graph" else target.encryption
+    where = f"to {to} via {smtp.host_port(*server)} ({how})"
     if report.sent:
         audit.record("test email sent", actor, where)
     elif report.checked:
@@ -89,6 +92,24 @@ def send_test_email(target: smtp.SmtpTarget, to: str, options: smtp.Options, *, 
 
 
 def build_message(target: smtp.SmtpTarget, to: str) -> EmailMessage:
+    how = _how_sent(target)
+    international = not (target.from_email.isascii() and to.isascii())
+    message = EmailMessage(policy=SMTPUTF8 if international else SMTP)
+    message["From"] = target.from_email
+    message["To"] = to
+    message["Subject"] = "Test email from settings-ui"
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = make_msgid(domain=target.from_email.rpartition("@")[2] or None)
+    message.set_content(
+        "This is a test email from the email settings of your product.\n\n"
+        f"It was sent {how}.\n\nIf you can read this, the product can send email with these settings.\n"
+    )
+    return message
+
+
+def _how_sent(target: smtp.SmtpTarget) -> str:
+    if target.transport == "microsoft_graph":
+        return f"through Microsoft Graph as {target.username}"
     mode = {
         "Plain": "without encryption",
         "StartTLS": "with StartTLS",
@@ -103,20 +124,8 @@ def build_message(target: smtp.SmtpTarget, to: str) -> EmailMessage:
         if target.allow_selfsigned_certs
         else ""
     )
-    international = not (target.from_email.isascii() and to.isascii())
-    message = EmailMessage(policy=SMTPUTF8 if international else SMTP)
-    message["From"] = target.from_email
-    message["To"] = to
-    message["Subject"] = "Test email from settings-ui"
-    message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = make_msgid(domain=target.from_email.rpartition("@")[2] or None)
-    message.set_content(
-        "This is a test email from the email settings of your product.\n\n"
-        f"It was sent through {smtp.host_port(target.smtp_host, target.smtp_port)} {mode}{checked}"
-        + (f", signed in as {target.username}" if target.username else ", without signing in")
-        + ".\n\nIf you can read this, the product can send email with these settings.\n"
-    )
-    return message
+    signed_in = f", signed in as {target.username}" if target.username else ", without signing in"
+    return f"through {smtp.host_port(target.smtp_host, target.smtp_port)} {mode}{checked}{signed_in}"
 
 
 def _recipient(value: Any) -> str:

@@ -48,6 +48,7 @@ UNCONFIGURED = {
     "pinned_cert_sha256": "",
     "smtp_host": "",
     "smtp_port": 0,
+    "transport": "smtp",
     "username": "",
 }
 """What show answers on a fresh installation: the published API's keys and this project's additions."""

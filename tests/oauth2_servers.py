@@ -140,3 +140,71 @@ def xoauth2_server(
         yield controller.port, handler
     finally:
         controller.stop()
+
+
+def graph_token(*roles: str) -> str:
+    """An access token shaped like Entra ID's for Graph: a JWT whose claims carry ``roles``."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    claims = {"aud": "https://graph.microsoft.com", "roles": list(roles)}
+    return f"{part({'typ': 'JWT', 'alg': 'RS256'})}.{part(claims)}.sig"
+
+
+@dataclass
+class GraphEndpoint:
+    """Microsoft Graph's sendMail, as the test tells it to answer; records every message it was given."""
+
+    token: str = ""
+    answers: list[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
+    """(status, JSON body, headers) for each request in turn; 202 Accepted once they run out."""
+    received: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+
+@contextlib.contextmanager
+def graph_endpoint(endpoint: GraphEndpoint, *, tls: ssl.SSLContext | None = None) -> Iterator[GraphEndpoint]:
+    """Serve ``endpoint`` on 127.0.0.1 (HTTPS with ``tls``); its ``url`` is what MICROSOFT_GRAPH_URL names."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            endpoint.received.append(
+                {
+                    "path": self.path,
+                    "authorization": self.headers.get("Authorization", ""),
+                    "content_type": self.headers.get("Content-Type", ""),
+                    "mime": base64.b64decode(body) if body else b"",
+                }
+            )
+            if self.headers.get("Authorization") != f"Bearer {endpoint.token}":
+                status, answer, headers = 401, {"error": {"code": "InvalidAuthenticationToken"}}, {}
+            elif endpoint.answers:
+                status, answer, headers = endpoint.answers.pop(0)
+            else:
+                status, answer, headers = 202, {}, {}
+            payload = json.dumps(answer).encode() if answer else b""
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    endpoint.url = f"{'https' if tls is not None else 'http'}://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield endpoint
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -2,6 +2,6 @@
 
 from .conversation import deliver
 from .diagnosis import host_port
-from .model import Mail, Options, Report, SmtpTarget, Step, tls_version
+from .model import Mail, Options, Report, SmtpTarget, Step, server_of, tls_version
 
-__all__ = ["Mail", "Options", "Report", "SmtpTarget", "Step", "deliver", "host_port", "tls_version"]
+__all__ = ["Mail", "Options", "Report", "SmtpTarget", "Step", "deliver", "host_port", "server_of", "tls_version"]

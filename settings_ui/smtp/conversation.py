@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import aiosmtplib
 
 from ..rules import printable
-from . import diagnosis, oauth2
+from . import diagnosis, graph, oauth2
 from .model import Mail, Options, Report, SmtpTarget, Step, tls_version
 
 # SASL mechanisms by preference. Over an unencrypted connection CRAM-MD5 first: it never
@@ -76,7 +76,10 @@ class _StepFailed(Exception):
 def deliver(target: SmtpTarget, mail: Mail, options: Options, *, dry_run: bool = False) -> Report:
     """Send ``mail`` through ``target`` step by step; never raises for an SMTP problem. Every
     recipient must be accepted, or nothing is sent. A ``dry_run`` stops after RCPT TO (then RSET and
-    QUIT): the server, the sign-in, the sender and the recipients are checked, nothing is delivered."""
+    QUIT): the server, the sign-in, the sender and the recipients are checked, nothing is delivered.
+    With ``transport`` microsoft_graph, Graph's sendMail takes the place of the SMTP server."""
+    if target.transport == "microsoft_graph":
+        return graph.deliver(target, mail, options, dry_run=dry_run)
     return run_in_own_loop(converse(target, mail, options, until="rcpt_to" if dry_run else "data"))
 
 

@@ -423,6 +423,12 @@ class _Detect:
             text += f" The sign-in as {self.username} works."
         elif best.auth == "failed":
             text += " The sign-in failed: see the candidate's detail."
+        if diagnosis.is_microsoft_365(self.host):
+            text += (
+                " Microsoft 365 takes passwords for SMTP only until the end of December 2026: sign in with OAuth "
+                "2.0 (auth_method oauth2, the Microsoft 365 preset), or, where the tenant keeps SMTP AUTH off, "
+                "send through Microsoft Graph (transport microsoft_graph, the Microsoft 365 through Graph preset)."
+            )
         return text
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+import urllib.parse
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ class SmtpTarget:
     oauth2_client_id: str = ""
     oauth2_scope: str = ""
     oauth2_client_secret: str = field(default="", repr=False)
+    transport: str = "smtp"
+    """How mail leaves: "smtp", or "microsoft_graph" (sendMail as ``username``)."""
 
     @property
     def oauth2_client(self) -> oauth2.Client:
@@ -58,7 +61,19 @@ _TARGET_FIELDS = tuple(
 )
 
 
-STEP_NAMES = ("resolve", "connect", "tls", "ehlo", "starttls", "token", "auth", "mail_from", "rcpt_to", "data")
+STEP_NAMES = (
+    "resolve",
+    "connect",
+    "tls",
+    "ehlo",
+    "starttls",
+    "token",
+    "auth",
+    "mail_from",
+    "rcpt_to",
+    "data",
+    "send",
+)
 
 
 @dataclass
@@ -123,6 +138,8 @@ class Options:
     name, or the address literal of the connection's local end (``[192.0.2.1]``) when it has none."""
     tls_minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
     """The oldest TLS version accepted (SMTP_TLS_MINIMUM)."""
+    graph_url: str = "https://graph.microsoft.com"
+    """Microsoft Graph, or a national cloud's (MICROSOFT_GRAPH_URL)."""
 
 
 TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
@@ -135,6 +152,14 @@ def tls_version(name: str) -> ssl.TLSVersion:
     with warnings.catch_warnings():  # TLSv1 and TLSv1_1 are deprecated names: naming them is the point
         warnings.simplefilter("ignore", DeprecationWarning)
         return ssl.TLSVersion[name.replace(".", "_")]
+
+
+def server_of(target: SmtpTarget, options: Options) -> tuple[str, int]:
+    """Where ``target``'s mail goes: the SMTP server, or Graph's host (HTTPS)."""
+    if target.transport == "microsoft_graph":
+        graph = urllib.parse.urlsplit(options.graph_url)
+        return graph.hostname or "", graph.port or (80 if graph.scheme == "http" else 443)
+    return target.smtp_host, target.smtp_port
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,11 @@ from wtforms import (  # type: ignore[attr-defined]  # SelectChoice (WTForms 3.2
     StringField,
     SubmitField,
 )
-from wtforms.validators import AnyOf, InputRequired, ValidationError
+from wtforms.validators import AnyOf, InputRequired, StopValidation, ValidationError
 
 from .. import fields, rules
+
+TRANSPORT_LABELS = {"smtp": "SMTP server", "microsoft_graph": "Microsoft Graph (Microsoft 365)"}
 
 AUTH_METHOD_LABELS = {"password": "Password", "oauth2": "OAuth 2.0 (XOAUTH2)"}
 
@@ -62,15 +64,35 @@ class PortField(IntegerField):
 _REQUIRED = InputRequired(message="is required")
 
 
+class RequiredForSmtp(InputRequired):
+    """Required unless the mail goes through Microsoft Graph, which needs no SMTP server."""
+
+    def __call__(self, form: Any, field: Any) -> None:
+        if form.transport.data == "microsoft_graph":
+            raise StopValidation()  # nothing to check: the field is not used
+        super().__call__(form, field)
+
+
+_REQUIRED_FOR_SMTP = RequiredForSmtp(message="is required")
+
+
 class SettingsForm(FlaskForm):
+    transport = SelectField(
+        "Send through",
+        choices=[SelectChoice(name, TRANSPORT_LABELS[name]) for name in rules.TRANSPORTS],
+        validate_choice=False,
+        validators=[AnyOf(rules.TRANSPORTS, message=f"must be one of {', '.join(rules.TRANSPORTS)}")],
+        description="Microsoft Graph is for Microsoft 365 tenants that keep SMTP AUTH switched off: it sends "
+        "as the mailbox in Username, signed in with OAuth 2.0, and needs no SMTP server, port or encryption.",
+    )
     smtp_host = StringField(
         "SMTP server",
-        validators=[_REQUIRED, follows(rules.normalize_host)],
+        validators=[_REQUIRED_FOR_SMTP, follows(rules.normalize_host)],
         description="Host name or IP address, for example smtp.example.com.",
     )
     smtp_port = PortField(
         "Port",
-        validators=[_REQUIRED, follows(rules.check_port)],
+        validators=[_REQUIRED_FOR_SMTP, follows(rules.check_port)],
         description="Usually 587 for StartTLS, 465 for TLS, 25 for Plain.",
     )
     encryption = SelectField(
@@ -148,6 +170,9 @@ class SettingsForm(FlaskForm):
     def to_params(self) -> dict[str, Any]:
         """The edit parameters this submission asks for (a blank password keeps the stored one)."""
         params = {name: getattr(self, name).data for name in fields.PUBLIC}
+        for name in ("smtp_host", "smtp_port"):
+            if params[name] in (None, ""):  # left empty, as Graph allows: the stored one stays
+                del params[name]
         for name in ("username", "oauth2_token_url", "oauth2_client_id", "oauth2_scope"):
             params[name] = params[name] or ""
         params["auth_method"] = params["auth_method"] or "password"

@@ -140,7 +140,9 @@ def _differs_from_stored(form: SettingsForm) -> bool:
     """Whether saving ``form`` would change anything: a test of what is saved already is not a draft."""
     params = form.to_params()
     stored = operations.show().public()
-    return any(name in params for name in fields.SECRETS) or any(params[name] != stored[name] for name in stored)
+    return any(name in params for name in fields.SECRETS) or any(
+        params.get(name, stored[name]) != stored[name] for name in stored
+    )
 
 
 def _shown(value: Any) -> str:
@@ -161,7 +163,7 @@ def _render(
     report: Any = None,
     detected: Any = None,
     trusted: str | None = None,
-    preset_applied: bool = False,
+    preset_applied: str = "",
     theirs: dict[str, str] | None = None,
     unsaved: bool = True,
 ) -> tuple[str, int]:
@@ -310,7 +312,7 @@ def trust_certificate() -> tuple[str, int]:
     return _render(pinned, 200, trusted=pin)
 
 
-PRESETS = {"microsoft365": rules.MICROSOFT_365}
+PRESETS = {"microsoft365": rules.MICROSOFT_365, "microsoft365_graph": rules.MICROSOFT_365_GRAPH}
 
 
 @bp.post("/preset")
@@ -320,7 +322,7 @@ def apply_preset() -> tuple[str, int]:
     preset = PRESETS.get(request.form.get("preset", ""))
     if preset is None:
         return _render(form, 400, "There is no such preset.")
-    return _render(_form_with(form, dict(preset)), 200, preset_applied=True)
+    return _render(_form_with(form, dict(preset)), 200, preset_applied=preset["transport"])
 
 
 def _form_with(form: SettingsForm, values: dict[str, Any]) -> SettingsForm:
