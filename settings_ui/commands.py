@@ -22,7 +22,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from werkzeug.security import generate_password_hash
 
-from . import crypto, database, detection, fields, operations, password_file, schema, sending, testmail
+from . import crypto, database, detection, fields, operations, password_file, rules, schema, sending, testmail
 from .audit import Actor
 from .configuration import as_set_here
 from .errors import SettingsError
@@ -110,6 +110,7 @@ def _integer_or_text(value: str) -> int | str:
 _EDIT_REMEDIES = {
     "password": "give it with --password-stdin, or store none with --remove-password",
     "oauth2_client_secret": "give it with --oauth2-client-secret-stdin",
+    "google_service_account_key": "give it with --google-service-account-key-stdin < key.json",
 }
 _TEST_REMEDIES = _EDIT_REMEDIES | {"password": "give it with --password-stdin"}
 
@@ -131,9 +132,8 @@ def settings_options(command: Callable[..., None]) -> Callable[..., None]:
         flag = "--" + field.name.replace("_", "-")
         if field.write_only:
             secret = field.name.replace("_", " ")
-            option = click.option(
-                f"{flag}-stdin", is_flag=True, help=f"read the {secret} from the first line of standard input"
-            )
+            where = "all of standard input (a file)" if field.multiline else "the first line of standard input"
+            option = click.option(f"{flag}-stdin", is_flag=True, help=f"read the {secret} from {where}")
         elif field.type is bool:
             option = click.option(f"{flag}/--no-{flag[2:]}", default=None, help=field.description)
         elif field.type is int:
@@ -148,9 +148,17 @@ def settings_options(command: Callable[..., None]) -> Callable[..., None]:
 def _given(password_stdin: bool, options: dict[str, Any]) -> dict[str, Any]:
     """The edit parameters the options give: those not given are left out."""
     secret_stdin = options.pop("oauth2_client_secret_stdin", False)
-    if password_stdin and secret_stdin:
-        raise click.UsageError("Give --password-stdin or --oauth2-client-secret-stdin, not both: one line is read.")
+    key_stdin = options.pop("google_service_account_key_stdin", False)
+    if password_stdin + secret_stdin + key_stdin > 1:
+        raise click.UsageError(
+            "Give one of --password-stdin, --oauth2-client-secret-stdin and --google-service-account-key-stdin: "
+            "standard input is read once."
+        )
     params = {name: value for name, value in options.items() if value is not None}
+    if key_stdin:
+        params["google_service_account_key"] = sys.stdin.read(rules.SERVICE_ACCOUNT_KEY_MAX_LENGTH + 1).strip()
+        if not params["google_service_account_key"]:
+            raise click.UsageError("--google-service-account-key-stdin read nothing: give the JSON key file.")
     if secret_stdin:
         params["oauth2_client_secret"] = stdin_line()
         if not params["oauth2_client_secret"]:
@@ -346,7 +354,11 @@ def sendmail_main() -> None:
 PASSPHRASE_MIN_LENGTH = 12
 
 
-_SAID = {"password": "password", "oauth2_client_secret": "OAuth 2.0 client secret"}
+_SAID = {
+    "password": "password",
+    "oauth2_client_secret": "OAuth 2.0 client secret",
+    "google_service_account_key": "service account key",
+}
 
 
 def _stored_secrets() -> dict[str, str]:

@@ -80,6 +80,6 @@ def _credentials(host: str, username: str, password: str | None) -> probing.Cred
     if (stored.smtp_host, stored.username) != (host, username) or stored.password_problem:
         return None  # another server, or no password to be had: the sign-in is not tried
     only_for = (stored.smtp_port, stored.encryption)
-    if stored.auth_method == "oauth2":
-        return probing.Credentials(username, "", only_for=only_for, oauth2_client=stored.oauth2_client)
+    if stored.auth_method != "password":
+        return probing.Credentials(username, "", only_for=only_for, oauth2_client=stored.token_client)
     return probing.Credentials(username, stored.password, only_for=only_for) if stored.password else None

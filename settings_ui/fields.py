@@ -35,6 +35,8 @@ class Field:
     max_length: int | None = None
     write_only: bool = False
     """Never shown: the password."""
+    multiline: bool = False
+    """A text such as a JSON file: line breaks and tabs allowed, up to ``max_length``."""
 
     def json_schema(self) -> dict[str, Any]:
         """This field's JSON Schema as an edit parameter."""
@@ -42,7 +44,7 @@ class Field:
         if self.choices:
             schema["enum"] = list(self.choices)
         elif self.type is str:
-            schema["pattern"] = NO_CONTROL
+            schema["pattern"] = MULTILINE if self.multiline else NO_CONTROL
         if self.minimum is not None:
             schema.update(minimum=self.minimum, maximum=self.maximum)
         if self.max_length is not None:
@@ -59,6 +61,7 @@ class Field:
 
 _JSON_TYPES = {bool: "boolean", int: "integer", str: "string"}
 NO_CONTROL = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"  # no control character (rules.check_no_control_characters)
+MULTILINE = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"  # but for tabs and line breaks
 
 
 FIELDS: tuple[Field, ...] = (
@@ -73,8 +76,10 @@ FIELDS: tuple[Field, ...] = (
         "auth_method",
         str,
         "password",
-        'how to sign in: "password" (username and password), or "oauth2" (an OAuth 2.0 access token got by '
-        "the client-credentials grant, sent with AUTH XOAUTH2; username is then the mailbox to send as)",
+        'how to sign in: "password" (username and password), "oauth2" (an OAuth 2.0 access token got by '
+        "the client-credentials grant, sent with AUTH XOAUTH2; username is then the mailbox to send as), or "
+        '"google_service_account" (a Google Workspace service account with domain-wide delegation acting as '
+        "the mailbox in username, by the JWT bearer grant, then AUTH XOAUTH2)",
         normalize=rules.check_auth_method,
         choices=rules.AUTH_METHODS,
     ),
@@ -94,6 +99,18 @@ FIELDS: tuple[Field, ...] = (
         normalize=rules.normalize_email,
         required="is required: the address your mail is sent from",
         max_length=rules.TEXT_MAX_LENGTH,
+    ),
+    Field(
+        "google_service_account_key",
+        str,
+        None,
+        'the Google service account\'s JSON key, as downloaded (write-only, stored encrypted; "" removes it). '
+        "While one is stored, an edit that changes smtp_host, smtp_port, encryption or username, turns "
+        "allow_selfsigned_certs on, or sets or changes pinned_cert_sha256 must give it again",
+        normalize=rules.normalize_service_account_key,
+        max_length=rules.SERVICE_ACCOUNT_KEY_MAX_LENGTH,
+        write_only=True,
+        multiline=True,
     ),
     Field(
         "oauth2_client_id",

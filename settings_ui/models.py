@@ -44,6 +44,7 @@ class SettingsRow(Base):
     oauth2_scope: Mapped[str] = mapped_column(String(1024), default="", server_default="")
     oauth2_client_secret_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
     transport: Mapped[str] = mapped_column(String(32), default="smtp", server_default="smtp")
+    google_service_account_key_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
     password_file_server: Mapped[str | None] = mapped_column(Text, default=None)
     """The server SMTP_PASSWORD_FILE's password is bound to (JSON): set by the first save while the
     file is configured, kept through clear, changed only by the command line's --move-password-file."""

@@ -80,6 +80,7 @@ class Settings:
     values: Mapping[str, Any]
     has_password: bool
     has_client_secret: bool
+    has_service_account_key: bool
     version: int
     updated_at: datetime | None
     updated_by: str | None
@@ -92,7 +93,7 @@ class Settings:
 
     @property
     def configured(self) -> bool:
-        return bool(self.values["smtp_host"])
+        return bool(self.values["from_email"])  # required however mail leaves (SMTP or Graph)
 
     @property
     def etag(self) -> str:
@@ -192,6 +193,8 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
 
     secret = changes.get("oauth2_client_secret", KEEP)
     has_secret = bool(row["oauth2_client_secret_encrypted"]) if secret is KEEP else bool(secret)
+    key = changes.get("google_service_account_key", KEEP)
+    has_key = bool(row["google_service_account_key_encrypted"]) if key is KEEP else bool(key)
 
     # Graph needs no SMTP server: its host, port and encryption are not asked for.
     unused = ("smtp_host", "smtp_port", "encryption") if values["transport"] == "microsoft_graph" else ()
@@ -206,6 +209,8 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
         )
     if values["auth_method"] == "oauth2":
         errors.update(_oauth2_problems(values, has_password, has_secret))
+    elif values["auth_method"] == "google_service_account":
+        errors.update(_service_account_problems(values, has_password, has_key))
     elif values["username"] and not has_password:
         errors["password"] = (
             "cannot be removed while a username is set: clear the username too"
@@ -243,11 +248,32 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
                 f"must be given again because {' and '.join(moved)} changed: the stored client secret, and the "
                 "tokens it gets, only ever go to the token endpoint and the server it was saved for"
             )
+    if key is KEEP and row["google_service_account_key_encrypted"] and not errors:
+        moved = [name for name in SERVER_IDENTITY if values[name] != row[name]]
+        moved += _checks_loosened(values, row)
+        if moved:
+            give_again.append("google_service_account_key")
+            errors["google_service_account_key"] = (
+                f"must be given again because {' and '.join(moved)} changed: the stored key, and the tokens it "
+                "gets, only ever go to the server and the mailbox it was saved for"
+            )
     if errors:
         raise SettingsError(errors, give_again=give_again)
     values["password"] = password
     values["oauth2_client_secret"] = secret
+    values["google_service_account_key"] = key
     return values
+
+
+def _service_account_problems(values: Mapping[str, Any], has_password: bool, has_key: bool) -> dict[str, str]:
+    problems = {}
+    if not values["username"]:
+        problems["username"] = "is required with auth_method google_service_account: the Workspace mailbox to send as"
+    if has_password:
+        problems["password"] = 'must be empty with auth_method google_service_account ("" removes the stored one)'
+    if not has_key:
+        problems["google_service_account_key"] = "is required with auth_method google_service_account"
+    return problems
 
 
 def _oauth2_problems(values: Mapping[str, Any], has_password: bool, has_secret: bool) -> dict[str, str]:
@@ -375,7 +401,9 @@ def describe_changes(row: Row, values: Mapping[str, Any]) -> str:
         column = fields.encrypted_column(name)
         old_token, new_token = row[column], values.get(column, row[column])
         if new_token != old_token:
-            said = "client secret" if name == "oauth2_client_secret" else name
+            said = {"oauth2_client_secret": "client secret", "google_service_account_key": "service account key"}.get(
+                name, name
+            )
             parts.append(f"{said} removed" if not new_token else f"{said} set" if not old_token else f"{said} changed")
     return "; ".join(parts)
 
@@ -409,6 +437,7 @@ def _settings_from(row: Mapping[str, Any]) -> Settings:
         values={name: row[name] for name in fields.PUBLIC},
         has_password=bool(row["password_encrypted"]),
         has_client_secret=bool(row["oauth2_client_secret_encrypted"]),
+        has_service_account_key=bool(row["google_service_account_key_encrypted"]),
         version=row["version"],
         updated_at=audit.as_utc(row["updated_at"]) if row["updated_at"] else None,
         updated_by=row["updated_by"],

@@ -37,7 +37,7 @@ def parse_params(params: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in params.items():
         field = fields.BY_NAME[name]
         try:
-            check_type(value, field.type)
+            check_type(value, field.type, multiline_up_to=field.max_length if field.multiline else None)
             parsed[name] = field.normalize(value) if field.normalize else value
         except ValueError as problem:
             errors[name] = str(problem)
@@ -46,14 +46,14 @@ def parse_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-def check_type(value: Any, expected: type) -> None:
+def check_type(value: Any, expected: type, *, multiline_up_to: int | None = None) -> None:
     """Raise ValueError unless ``value`` has the JSON type ``expected`` (and, for text, holds
-    no control character)."""
+    no control character; see :func:`~settings_ui.rules.check_no_control_characters`)."""
     # bool is a subclass of int in Python, but true is not a port number.
     if type(value) is not expected:
         raise ValueError(f"must be {_TYPE_NAMES[expected]}, not {json_type_name(value)}")
     if isinstance(value, str):
-        rules.check_no_control_characters(value)
+        rules.check_no_control_characters(value, multiline_up_to=multiline_up_to)
 
 
 def json_type_name(value: Any) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import re
 import urllib.parse
 from typing import Any
@@ -17,8 +18,12 @@ import idna
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 ENCRYPTIONS: tuple[str, ...] = ("Plain", "StartTLS", "TLS")
-AUTH_METHODS: tuple[str, ...] = ("password", "oauth2")
-"""How to sign in: a password (AUTH PLAIN, LOGIN or CRAM-MD5), or an OAuth 2.0 token (AUTH XOAUTH2)."""
+AUTH_METHODS: tuple[str, ...] = ("password", "oauth2", "google_service_account")
+"""How to sign in: a password (AUTH PLAIN, LOGIN or CRAM-MD5), or an OAuth 2.0 token (AUTH XOAUTH2) got by
+the client-credentials grant, or by a Google service account acting as the mailbox (RFC 7523)."""
+
+SERVICE_ACCOUNT_KEY_MAX_LENGTH = 16 * 1024
+"""A Google service account's JSON key is about 2.3 KB."""
 
 TRANSPORTS: tuple[str, ...] = ("smtp", "microsoft_graph")
 """How mail leaves: through the SMTP server, or by Microsoft Graph's sendMail (for Microsoft 365 tenants
@@ -34,6 +39,15 @@ MICROSOFT_365_GRAPH: dict[str, Any] = {
     "oauth2_scope": GRAPH_SCOPE,
 }
 """The page's Microsoft 365 (Graph) preset: the admin replaces <tenant> and types the client id and secret."""
+
+GOOGLE_WORKSPACE: dict[str, Any] = {
+    "transport": "smtp",
+    "smtp_host": "smtp.gmail.com",
+    "smtp_port": 465,
+    "encryption": "TLS",
+    "auth_method": "google_service_account",
+}
+"""The page's Google Workspace preset: the admin pastes the service account's key and gives the mailbox."""
 
 MICROSOFT_365: dict[str, Any] = {
     "transport": "smtp",
@@ -64,22 +78,29 @@ _NAMED_CHARACTERS = {"\r": "a carriage return", "\n": "a line break", "\0": "a N
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
-def check_no_control_characters(value: str) -> None:
-    """Reject control characters, lone surrogates and overlong text.
+def check_no_control_characters(value: str, *, multiline_up_to: int | None = None) -> None:
+    """Reject control characters, lone surrogates and overlong text. ``multiline_up_to``: a text such
+    as a JSON file, never put in a command or a header, that may hold line breaks and tabs and be
+    that long.
 
     CR, LF and NUL would inject lines into SMTP commands or mail headers; ESC and the
     other control characters drive the terminals that show a value; a lone surrogate
     cannot be stored or sent.
     """
-    found = _UNPRINTABLE.search(value)
+    checked = value if multiline_up_to is None else value.translate(_LINE_BREAKS)
+    found = _UNPRINTABLE.search(checked)
     if found:
         char = found.group()
         if "\ud800" <= char <= "\udfff":
             raise ValueError(f"must not contain a lone surrogate (U+{ord(char):04X}): it is not valid text")
         name = _NAMED_CHARACTERS.get(char) or f"a control character (U+{ord(char):04X})"
         raise ValueError(f"must not contain {name}")
-    if len(value) > TEXT_MAX_LENGTH:
-        raise ValueError(f"must be at most {TEXT_MAX_LENGTH} characters")
+    limit = multiline_up_to or TEXT_MAX_LENGTH
+    if len(value) > limit:
+        raise ValueError(f"must be at most {limit} characters")
+
+
+_LINE_BREAKS = str.maketrans("", "", "\r\n\t")
 
 
 def printable(text: str) -> str:
@@ -135,6 +156,36 @@ def check_encryption(value: str) -> str:
     if value not in ENCRYPTIONS:
         raise ValueError(f"must be one of {', '.join(ENCRYPTIONS)} (exactly as written)")
     return value
+
+
+def normalize_service_account_key(value: str) -> str:
+    """A Google service account's JSON key, checked and stored compact: a ``service_account`` key with
+    ``private_key`` (an RSA key in PEM), ``client_email``, ``client_id`` and ``token_uri`` (https://)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = json.loads(value)
+    except ValueError:
+        raise ValueError("must be the service account's JSON key file, as downloaded (it is not JSON)") from None
+    if not isinstance(key, dict) or key.get("type") != "service_account":
+        raise ValueError('must be a service account\'s JSON key ("type": "service_account")')
+    missing = [name for name in ("private_key", "client_email", "client_id", "token_uri") if not key.get(name)]
+    if missing:
+        raise ValueError(f"lacks {', '.join(missing)}: download a new JSON key for the service account")
+    if not all(isinstance(key[name], str) for name in ("private_key", "client_email", "client_id", "token_uri")):
+        raise ValueError("must hold private_key, client_email, client_id and token_uri as text")
+    try:
+        private_key = load_pem_private_key(key["private_key"].encode(), password=None)
+    except (ValueError, TypeError):
+        raise ValueError("holds a private_key that is not a PEM private key") from None
+    if not isinstance(private_key, rsa.RSAPrivateKey):
+        raise ValueError("holds a private_key that is not an RSA key (Google signs with RS256)")
+    try:
+        normalize_token_url(key["token_uri"])
+    except ValueError as problem:
+        raise ValueError(f"has a token_uri that {problem}") from None
+    return json.dumps(key, separators=(",", ":"), sort_keys=True)
 
 
 def check_transport(value: str) -> str:

@@ -82,7 +82,10 @@ def resolve_target(draft: Mapping[str, Any]) -> smtp.SmtpTarget:
     row = operations.load_row()
     values = operations.merge(row, parse_params(draft))
     password = values.pop("password")
-    secrets = {"oauth2_client_secret": _stored_or_given(values.pop("oauth2_client_secret"), row)}
+    secrets = {
+        name: _stored_or_given(values.pop(name), row, name)
+        for name in ("oauth2_client_secret", "google_service_account_key")
+    }
     if password is not KEEP or not values["username"]:
         return smtp.SmtpTarget.from_settings(values, password if password is not KEEP else "", **secrets)
     outside = password_file.configured()

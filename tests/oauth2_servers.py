@@ -208,3 +208,97 @@ def graph_endpoint(endpoint: GraphEndpoint, *, tls: ssl.SSLContext | None = None
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+GOOGLE_SCOPE = "https://mail.google.com/"
+
+
+def service_account_key(token_uri: str, client_email: str = "mailer@project.iam.gserviceaccount.com") -> dict[str, str]:
+    """A service account's JSON key as Google hands it out, with a fresh RSA key (PKCS #8 PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return {
+        "type": "service_account",
+        "project_id": "project",
+        "private_key_id": "0123456789abcdef",
+        "private_key": pem,
+        "client_email": client_email,
+        "client_id": "109876543210987654321",
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": token_uri,
+    }
+
+
+@dataclass
+class GoogleTokenEndpoint:
+    """Google's token endpoint for the JWT bearer grant: checks the JWT's signature with the key's public
+    key and its claims, then answers ``error`` (and ``description``) if set, else a token."""
+
+    public_key: Any = None
+    mailbox: str = MAILBOX
+    error: str = ""
+    description: str = ""
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+
+@contextlib.contextmanager
+def google_token_endpoint(endpoint: GoogleTokenEndpoint) -> Iterator[GoogleTokenEndpoint]:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    def decoded(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            form = urllib.parse.parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+            answer: dict[str, Any] = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3599}
+            status = 200
+            try:
+                assert form["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
+                header, claims, signature = form["assertion"][0].split(".")
+                endpoint.public_key.verify(
+                    decoded(signature), f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256()
+                )
+                said = json.loads(decoded(claims))
+                endpoint.claims.append(said)
+                assert json.loads(decoded(header))["alg"] == "RS256"
+                assert said["aud"] == endpoint.url and said["scope"] == GOOGLE_SCOPE
+                assert 0 < said["exp"] - said["iat"] <= 3600 and abs(said["iat"] - time.time()) < 60
+            except (AssertionError, KeyError, ValueError, InvalidSignature):
+                status, answer = 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+            if status == 200 and endpoint.error:
+                status, answer = (
+                    400 if endpoint.error != "unauthorized_client" else 401,
+                    {
+                        "error": endpoint.error,
+                        "error_description": endpoint.description,
+                    },
+                )
+            body = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    endpoint.url = f"http://127.0.0.1:{server.server_port}/token"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield endpoint
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

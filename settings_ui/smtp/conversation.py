@@ -178,7 +178,7 @@ class _Conversation:
             plan.append(("ehlo", self._plain_greeting_and_ehlo))
         if encryption == "StartTLS":
             plan.append(("starttls", self._starttls))
-        if self.target.username and self.target.auth_method == "oauth2":
+        if self.target.username and self.target.auth_method in ("oauth2", "google_service_account"):
             plan += [("token", self._token), ("auth", self._auth_xoauth2)]
         elif self.target.username:
             plan.append(("auth", self._auth))
@@ -504,7 +504,7 @@ class _Conversation:
         return f"signed in as {self.target.username}: {diagnosis.reply(reply.code, reply.message)}"
 
     async def _token(self) -> str:
-        client = self.target.oauth2_client
+        client = self.target.token_client
         token = oauth2.cached(client)
         if token is not None:
             self.access_token = token
@@ -518,7 +518,8 @@ class _Conversation:
             )
         except oauth2.TokenError as error:
             raise _StepFailed(error.cause, error.fix, temporary=error.temporary) from None
-        return f"access token received from {diagnosis.host_port_of(client.token_url)} (client credentials)"
+        grant = "a service account's JWT" if isinstance(client, oauth2.ServiceAccount) else "client credentials"
+        return f"access token received from {diagnosis.host_port_of(client.token_url)} ({grant})"
 
     async def _auth_xoauth2(self) -> str:
         smtp, target = self.smtp, self.target
@@ -531,11 +532,11 @@ class _Conversation:
         try:
             reply = await smtp.auth_xoauth2(target.username, self.access_token)
         except aiosmtplib.SMTPAuthenticationError as error:
-            oauth2.forget(target.oauth2_client)  # never offer a refused token again
+            oauth2.forget(target.token_client)  # never offer a refused token again
             answer = diagnosis.reply(error.code, error.message)
             raise _StepFailed(
                 f"The server refused the OAuth 2.0 sign-in as {target.username}: {answer}.",
-                diagnosis.xoauth2_fix(error.code, error.message),
+                diagnosis.xoauth2_fix(error.code, error.message, google=target.auth_method == "google_service_account"),
                 temporary=diagnosis.is_temporary(error.code),
             ) from None
         return f"signed in as {target.username} with an OAuth 2.0 token: {diagnosis.reply(reply.code, reply.message)}"

@@ -129,7 +129,7 @@ class Credentials:
     username: str
     password: str = field(repr=False)
     only_for: tuple[int, str] | None = None
-    oauth2_client: oauth2.Client | None = None
+    oauth2_client: oauth2.TokenClient | None = None
     """Sign in with a token of this client (XOAUTH2) instead of the password."""
 
 
@@ -249,6 +249,17 @@ class _Detect:
         else:
             limit, deadline = self.timeout, self.deadline
         client = credentials.oauth2_client if credentials else None
+        signs_in = {"auth_method": "password"}
+        if isinstance(client, oauth2.ServiceAccount):
+            signs_in = {"auth_method": "google_service_account", "google_service_account_key": client.key}
+        elif client is not None:
+            signs_in = {
+                "auth_method": "oauth2",
+                "oauth2_token_url": client.token_url,
+                "oauth2_client_id": client.client_id,
+                "oauth2_scope": client.scope,
+                "oauth2_client_secret": client.secret,
+            }
         target = SmtpTarget(
             smtp_host=self.host,
             smtp_port=port,
@@ -257,11 +268,7 @@ class _Detect:
             username=credentials.username if credentials else "",
             password=credentials.password if credentials else "",
             allow_selfsigned_certs=allow_selfsigned,
-            auth_method="oauth2" if client else "password",
-            oauth2_token_url=client.token_url if client else "",
-            oauth2_client_id=client.client_id if client else "",
-            oauth2_scope=client.scope if client else "",
-            oauth2_client_secret=client.secret if client else "",
+            **signs_in,
         )
         options = dataclasses.replace(self.options, timeout=limit)
         return await converse(

@@ -207,6 +207,7 @@ def enhanced_status(text: str) -> str | None:
 
 
 _OAUTH_README = 'the README\'s "Microsoft 365 (OAuth 2.0)" section'
+_GOOGLE_README = 'the README\'s "Google Workspace (service account)" section'
 _MICROSOFT_535 = (
     "On Microsoft 365, 535 5.7.3 usually means that SMTP AUTH is off for the mailbox (admin center: the "
     "user, Mail, Manage email apps, Authenticated SMTP) or for the whole tenant"
@@ -253,9 +254,15 @@ def password_refusal_fix(code: int, text: bytes | str) -> str:
     return "Check username and password (some providers need an app password for SMTP)."
 
 
-def xoauth2_fix(code: int, text: bytes | str) -> str:
+def xoauth2_fix(code: int, text: bytes | str, *, google: bool = False) -> str:
     """What to change when the server refused an OAuth 2.0 token (AUTH XOAUTH2)."""
     said = one_line(text)
+    if google:
+        return (
+            "Check username: the Workspace mailbox the service account acts as, in the domain that granted it "
+            "domain-wide delegation with the scope https://mail.google.com/; and that Gmail is on for that user. "
+            f"See {_GOOGLE_README}."
+        )
     if "5.7.139" in said:
         return _SMTP_AUTH_DISABLED
     if "5.7.3" in said or "authentication unsuccessful" in said.lower():

@@ -36,9 +36,13 @@ class SmtpTarget:
     oauth2_client_secret: str = field(default="", repr=False)
     transport: str = "smtp"
     """How mail leaves: "smtp", or "microsoft_graph" (sendMail as ``username``)."""
+    google_service_account_key: str = field(default="", repr=False)
 
     @property
-    def oauth2_client(self) -> oauth2.Client:
+    def token_client(self) -> oauth2.TokenClient:
+        """Who gets the OAuth 2.0 token for AUTH XOAUTH2: the app registration, or the Google service account."""
+        if self.auth_method == "google_service_account":
+            return oauth2.ServiceAccount(self.google_service_account_key, self.username)
         return oauth2.Client(self.oauth2_token_url, self.oauth2_client_id, self.oauth2_client_secret, self.oauth2_scope)
 
     @property
@@ -49,7 +53,7 @@ class SmtpTarget:
     @classmethod
     def from_settings(cls, values: Mapping[str, Any], password: str, **secrets: str) -> SmtpTarget:
         """The target the settings ``values`` (with more keys, perhaps), ``password`` and the other
-        ``secrets`` (``oauth2_client_secret``, ``password_problem``) describe."""
+        ``secrets`` (``oauth2_client_secret``, ``google_service_account_key``, ``password_problem``) describe."""
         described: dict[str, Any] = {name: values[name] for name in _TARGET_FIELDS}
         return cls(**(described | secrets | {"password": password}))
 
@@ -57,7 +61,7 @@ class SmtpTarget:
 _TARGET_FIELDS = tuple(
     name
     for name in SmtpTarget.__dataclass_fields__
-    if name not in ("password", "password_problem", "oauth2_client_secret")
+    if name not in ("password", "password_problem", "oauth2_client_secret", "google_service_account_key")
 )
 
 

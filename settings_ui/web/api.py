@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from .. import deliveries, detection, operations, testmail
+from .. import deliveries, detection, fields, operations, testmail
 from ..errors import SettingsError
 from ..operations import BusySettingsError, StaleSettingsError
 from ..params import reject_unknown
@@ -33,7 +33,7 @@ _STATUSES: tuple[tuple[type[SettingsError], int], ...] = (
 
 
 # A secret refused only because it was not given again: how to give it in a request.
-_REMEDIES = {name: 'give it, or "" to store none' for name in ("password", "oauth2_client_secret")}
+_REMEDIES = {name: 'give it, or "" to store none' for name in fields.SECRETS}
 
 
 @bp.errorhandler(SettingsError)

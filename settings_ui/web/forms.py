@@ -16,6 +16,7 @@ from wtforms import (  # type: ignore[attr-defined]  # SelectChoice (WTForms 3.2
     SelectField,
     StringField,
     SubmitField,
+    TextAreaField,
 )
 from wtforms.validators import AnyOf, InputRequired, StopValidation, ValidationError
 
@@ -23,7 +24,11 @@ from .. import fields, rules
 
 TRANSPORT_LABELS = {"smtp": "SMTP server", "microsoft_graph": "Microsoft Graph (Microsoft 365)"}
 
-AUTH_METHOD_LABELS = {"password": "Password", "oauth2": "OAuth 2.0 (XOAUTH2)"}
+AUTH_METHOD_LABELS = {
+    "password": "Password",
+    "oauth2": "OAuth 2.0 (XOAUTH2)",
+    "google_service_account": "Google service account (Workspace)",
+}
 
 ENCRYPTION_LABELS = {
     "Plain": "Plain (no encryption)",
@@ -155,6 +160,13 @@ class SettingsForm(FlaskForm):
         description="Microsoft 365: https://outlook.office365.com/.default.",
         render_kw={"autocomplete": "off", "spellcheck": "false"},
     )
+    google_service_account_key = TextAreaField(
+        "Service account key (JSON)",
+        description="Paste the whole JSON key file of the Google Cloud service account that has domain-wide "
+        "delegation for https://mail.google.com/. It is never shown again.",
+        render_kw={"autocomplete": "off", "spellcheck": "false", "rows": 4},
+    )
+    remove_google_service_account_key = BooleanField("Remove the stored key")
     version = HiddenField()
     # The settings this form was filled with (JSON): after someone else saves, it tells the
     # fields this administrator changed from those they left alone.
@@ -186,6 +198,10 @@ class SettingsForm(FlaskForm):
     def validate_remove_password(self, field: Any) -> None:
         if field.data and self.password.data:
             raise ValidationError("cannot be ticked while you type a new password: do one or the other")
+
+    def validate_remove_google_service_account_key(self, field: Any) -> None:
+        if field.data and self.google_service_account_key.data:
+            raise ValidationError("cannot be ticked while you paste a new key: do one or the other")
 
     def validate_remove_oauth2_client_secret(self, field: Any) -> None:
         if field.data and self.oauth2_client_secret.data:

@@ -209,6 +209,7 @@ NOT_DETECTED = "Nothing was detected: correct the fields marked below."
 _REMEDIES = {
     "password": "type it again, or tick “Remove the stored password”",
     "oauth2_client_secret": "type it again, or tick “Remove the stored client secret”",
+    "google_service_account_key": "paste it again, or tick “Remove the stored key”",
 }
 
 
@@ -312,7 +313,11 @@ def trust_certificate() -> tuple[str, int]:
     return _render(pinned, 200, trusted=pin)
 
 
-PRESETS = {"microsoft365": rules.MICROSOFT_365, "microsoft365_graph": rules.MICROSOFT_365_GRAPH}
+PRESETS = {
+    "microsoft365": rules.MICROSOFT_365,
+    "microsoft365_graph": rules.MICROSOFT_365_GRAPH,
+    "google_workspace": rules.GOOGLE_WORKSPACE,
+}
 
 
 @bp.post("/preset")
@@ -322,7 +327,7 @@ def apply_preset() -> tuple[str, int]:
     preset = PRESETS.get(request.form.get("preset", ""))
     if preset is None:
         return _render(form, 400, "There is no such preset.")
-    return _render(_form_with(form, dict(preset)), 200, preset_applied=preset["transport"])
+    return _render(_form_with(form, dict(preset)), 200, preset_applied=request.form["preset"])
 
 
 def _form_with(form: SettingsForm, values: dict[str, Any]) -> SettingsForm:
