@@ -208,9 +208,9 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
             "must be oauth2 with transport microsoft_graph: Graph takes an OAuth 2.0 token, never a password"
         )
     if values["auth_method"] == "oauth2":
-        errors.update(_oauth2_problems(values, has_password, has_secret))
+        errors.update(_token_problems(values, has_password, has_secret))
     elif values["auth_method"] == "google_service_account":
-        errors.update(_service_account_problems(values, has_password, has_key))
+        errors.update(_token_problems(values, has_password, has_key))
     elif values["username"] and not has_password:
         errors["password"] = (
             "cannot be removed while a username is set: clear the username too"
@@ -265,29 +265,24 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
     return values
 
 
-def _service_account_problems(values: Mapping[str, Any], has_password: bool, has_key: bool) -> dict[str, str]:
+def _token_problems(values: Mapping[str, Any], has_password: bool, has_secret: bool) -> dict[str, str]:
+    """What the token sign-ins (oauth2, google_service_account) need: a mailbox, their secret, no password."""
+    method = values["auth_method"]
     problems = {}
     if not values["username"]:
-        problems["username"] = "is required with auth_method google_service_account: the Workspace mailbox to send as"
+        problems["username"] = f"is required with auth_method {method}: the mailbox to send as"
     if has_password:
-        problems["password"] = 'must be empty with auth_method google_service_account ("" removes the stored one)'
-    if not has_key:
-        problems["google_service_account_key"] = "is required with auth_method google_service_account"
-    return problems
-
-
-def _oauth2_problems(values: Mapping[str, Any], has_password: bool, has_secret: bool) -> dict[str, str]:
-    problems = {}
-    if not values["username"]:
-        problems["username"] = "is required with auth_method oauth2: the mailbox to send as"
-    if has_password:
-        problems["password"] = 'must be empty with auth_method oauth2 ("" removes the stored one)'
+        problems["password"] = f'must be empty with auth_method {method} ("" removes the stored one)'
+    if method == "google_service_account":
+        if not has_secret:
+            problems["google_service_account_key"] = f"is required with auth_method {method}"
+        return problems
     if not values["oauth2_token_url"]:
-        problems["oauth2_token_url"] = "is required with auth_method oauth2: the token endpoint's https:// URL"
+        problems["oauth2_token_url"] = f"is required with auth_method {method}: the token endpoint's https:// URL"
     if not values["oauth2_client_id"]:
-        problems["oauth2_client_id"] = "is required with auth_method oauth2"
+        problems["oauth2_client_id"] = f"is required with auth_method {method}"
     if not has_secret:
-        problems["oauth2_client_secret"] = "is required with auth_method oauth2"
+        problems["oauth2_client_secret"] = f"is required with auth_method {method}"
     return problems
 
 

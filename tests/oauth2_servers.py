@@ -31,6 +31,22 @@ SCOPE = "https://outlook.office365.com/.default"
 MAILBOX = "sender@contoso.example"
 
 
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None) -> Iterator[str]:
+    """Serve ``handler`` on 127.0.0.1 (HTTPS with ``tls``) until the block ends; yield its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{'https' if tls is not None else 'http'}://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 @dataclass
 class TokenEndpoint:
     """What the endpoint answers (status and body, JSON unless bytes) and what it was asked."""
@@ -84,19 +100,9 @@ def token_endpoint(
         def log_message(self, *args: Any) -> None:  # quiet: pytest shows failures, not every request
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    scheme = "https" if tls is not None else "http"
-    endpoint.url = f"{scheme}://127.0.0.1:{server.server_port}/tenant-id/oauth2/v2.0/token"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler, tls) as base:
+        endpoint.url = f"{base}/tenant-id/oauth2/v2.0/token"
         yield endpoint
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @dataclass
@@ -196,18 +202,9 @@ def graph_endpoint(endpoint: GraphEndpoint, *, tls: ssl.SSLContext | None = None
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    endpoint.url = f"{'https' if tls is not None else 'http'}://127.0.0.1:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler, tls) as base:
+        endpoint.url = base
         yield endpoint
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 GOOGLE_SCOPE = "https://mail.google.com/"
@@ -292,13 +289,6 @@ def google_token_endpoint(endpoint: GoogleTokenEndpoint) -> Iterator[GoogleToken
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    endpoint.url = f"http://127.0.0.1:{server.server_port}/token"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler, None) as base:
+        endpoint.url = f"{base}/token"
         yield endpoint
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
