@@ -254,3 +254,14 @@ def test_detect_on_microsoft_365_recommends_oauth2_or_graph(tmp_path: Path, monk
     with smtp_server() as (port, _):
         result = call(client, "detect", {"smtp_host": "smtp.office365.com", "ports": [port]}).get_json()["result"]
     assert "sign in with OAuth 2.0" in result["message"] and "transport microsoft_graph" in result["message"]
+
+
+def test_a_token_graph_refuses_is_dropped_and_the_scope_named(tmp_path: Path) -> None:
+    token = TokenEndpoint(body={"access_token": MAIL_SEND, "expires_in": 3599})
+    with token_endpoint(token), graph_endpoint(GraphEndpoint(token="another-token")) as graph:
+        client = make_app(tmp_path, SMTP_TIMEOUT=4, MICROSOFT_GRAPH_URL=graph.url).test_client()
+        call(client, "edit", graph_settings(token.url))
+        first = call(client, "test", {"to": RECIPIENT})
+        call(client, "test", {"to": RECIPIENT})
+    assert_error(first, 400, "the send step failed", "refused the token", "HTTP 401", "graph.microsoft.com/.default")
+    assert len(token.requests) == 2  # the refused token was not kept for the next send
