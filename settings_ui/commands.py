@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import email.policy
+import fcntl
 import json
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from email.errors import MissingHeaderBodySeparatorDefect
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -22,7 +26,19 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from werkzeug.security import generate_password_hash
 
-from . import crypto, database, detection, fields, operations, password_file, rules, schema, sending, testmail
+from . import (
+    crypto,
+    database,
+    detection,
+    fields,
+    operations,
+    outbox,
+    password_file,
+    rules,
+    schema,
+    sending,
+    testmail,
+)
 from .audit import Actor
 from .configuration import as_set_here
 from .errors import SettingsError
@@ -298,7 +314,12 @@ class _SendmailCommand(click.Command):
 @click.option(
     "-i", "ignore_dots", is_flag=True, hidden=True, help="accepted for compatibility: a lone dot never ends input"
 )
-@click.option("-o", "sendmail_options", multiple=True, hidden=True, help="sendmail's -oX options, accepted and ignored")
+@click.option(
+    "-o",
+    "sendmail_options",
+    multiple=True,
+    help="sendmail's -oX options: -odi delivers now or fails (exit 75) instead of queueing; the others are ignored",
+)
 @click.argument("recipients", nargs=-1)
 def sendmail_command(
     from_headers: bool,
@@ -328,11 +349,15 @@ def sendmail_command(
             take_recipients_from_headers=from_headers,
             envelope_sender=envelope_sender,
             surface="sendmail",
+            # -odi (deliver interactively): now or not at all, the exit status says which.
+            queue_on_failure="di" not in sendmail_options,
         )
     except sending.UnusableMessageError as problem:
         _exit(EX_DATAERR, f"The message was not sent: {problem}.")
     if delivery.configuration_problem:
         _exit(EX_CONFIG, delivery.message)
+    if delivery.queued is not None:  # a queued message is accepted, as Postfix's sendmail has it
+        _exit(EX_OK, f"Queued, not sent yet: {delivery.message}")
     if not delivery.sent:
         _exit(EX_TEMPFAIL if delivery.temporary else EX_UNAVAILABLE, delivery.message)
 
@@ -340,6 +365,58 @@ def sendmail_command(
 def _exit(status: int, reason: str) -> NoReturn:
     click.echo(as_set_here(reason), err=True)
     raise click.exceptions.Exit(status)
+
+
+@email_settings.group("outbox")
+def outbox_group() -> None:
+    """The outbox: the product's mail that met a temporary failure, tried again later."""
+
+
+OUTBOX_POLL_SECONDS = 30.0
+"""The longest a running runner sleeps: a message queued meanwhile by another process is seen then."""
+
+
+@outbox_group.command("run")
+@click.option("--once", is_flag=True, help="deliver what is due, then exit (for cron or a systemd timer)")
+def outbox_run_command(once: bool) -> None:
+    """Deliver the outbox's messages as they fall due, until stopped (SIGTERM or Ctrl-C finish the
+    message in hand first)."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with _one_runner_on_sqlite():
+        while not stop.is_set():
+            for attempt in outbox.deliver_due(stop):
+                click.echo(f"message {attempt.id}: {attempt.outcome}. {as_set_here(attempt.message)}")
+            if once:
+                break
+            due = outbox.next_due()
+            wait = OUTBOX_POLL_SECONDS if due is None else (due - datetime.now(UTC)).total_seconds()
+            stop.wait(min(max(wait, 1.0), OUTBOX_POLL_SECONDS))
+
+
+@contextlib.contextmanager
+def _one_runner_on_sqlite() -> Iterator[None]:
+    """On SQLite, one runner at a time, by a lock file beside the database (PostgreSQL's row locks let
+    several runners share the work)."""
+    if database.engine().dialect.name != "sqlite":
+        yield
+        return
+    path = Path(current_app.instance_path) / "outbox-runner.lock"
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            click.echo(
+                f"Another outbox runner is working on this SQLite database (it holds {path}); SQLite takes one "
+                "runner at a time, so this one waits for it to stop.",
+                err=True,
+            )
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def sendmail_main() -> None:

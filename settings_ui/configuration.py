@@ -17,6 +17,8 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_FAILING_ADDRESSES_PER_MINUTE": 50,  # past this many, every new sign-in waits a minute
     "SENDMAIL_MAX_MESSAGE_BYTES": 10 * 1024 * 1024,  # the largest message sendmail reads from standard input
     "MICROSOFT_GRAPH_URL": "https://graph.microsoft.com",  # or a national cloud's Graph
+    "OUTBOX_MAX_AGE": 5 * 24 * 3600,  # seconds a queued message is retried before it bounces
+    "ALERT_WEBHOOK_URL": "",  # where alerts about the product's mail are POSTed (JSON), if anywhere
 }
 """settings-ui's own configuration keys, where the app sets no value of its own."""
 

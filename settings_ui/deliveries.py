@@ -82,8 +82,8 @@ def record(surface: str, report: Report, recipients: Iterable[str], smtp_host: s
                 sent=report.sent,
                 temporary=report.temporary,
                 failed_step=failed_step,
-                cause="" if report.sent else _without(addresses, report.cause),
-                fix="" if report.sent else _without(addresses, report.fix),
+                cause="" if report.sent else without(addresses, report.cause),
+                fix="" if report.sent else without(addresses, report.fix),
                 server=host_port(smtp_host, smtp_port),
                 elapsed_ms=report.elapsed_ms,
             )
@@ -95,7 +95,8 @@ def record(surface: str, report: Report, recipients: Iterable[str], smtp_host: s
         _prune(connection, now)
 
 
-def _without(addresses: list[str], text: str) -> str:
+def without(addresses: list[str], text: str) -> str:
+    """``text`` with each of ``addresses`` replaced by "(a recipient)"."""
     for address in addresses:
         text = re.sub(re.escape(address), "(a recipient)", text, flags=re.IGNORECASE)
     return text

@@ -136,3 +136,27 @@ class DeliveryTotal(Base):
     le_ms: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
     sum_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OutboxMessage(Base):
+    """A message of the product's that met a temporary failure, waiting for its next attempt.
+
+    Its envelope (sender, recipients) and content are one Fernet token, under the key that encrypts
+    the password: the database shows how many recipients and how big, never who or what.
+    """
+
+    __tablename__ = "outbox_message"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    surface: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    """While a runner (or a retry) is delivering it; past this time, another may take it over."""
+    failed_step: Mapped[str] = mapped_column(String(16))
+    last_error: Mapped[str] = mapped_column(Text)
+    """The last attempt's diagnosis, recipients' addresses taken out."""
+    recipients: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)
+    envelope_encrypted: Mapped[str] = mapped_column(Text)

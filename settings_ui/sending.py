@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
-from . import deliveries, rules, smtp, targets
+from . import deliveries, outbox, rules, smtp, targets
 from .errors import SettingsError
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ class Delivery:
     elapsed_ms: int = 0
     configuration_problem: bool = False
     """The settings are incomplete or unusable: nothing was tried."""
+    queued: int | None = None
+    """The outbox's id for the message, when a temporary failure put it there to be tried again."""
 
     @property
     def failed_step(self) -> str | None:
@@ -95,9 +97,11 @@ def deliver(
     take_recipients_from_headers: bool,
     envelope_sender: str | None = None,
     surface: str,
+    queue_on_failure: bool = True,
 ) -> Delivery:
     """Complete ``message`` (From, Date, Message-ID), send it to ``recipients`` (and, if asked, those of
-    its To, Cc and Bcc headers, Bcc then removed) and record the outcome.
+    its To, Cc and Bcc headers, Bcc then removed) and record the outcome. A temporary failure puts the
+    message in the outbox, to be tried again, unless ``queue_on_failure`` is false.
 
     Raises :class:`UnusableMessageError` when there is no recipient or an address is invalid.
     """
@@ -123,7 +127,21 @@ def deliver(
     options = targets.smtp_options()
     report = smtp.deliver(target, mail, options)
     deliveries.record(surface, report, addresses, *smtp.server_of(target, options))
+    if not report.sent and report.temporary and queue_on_failure:
+        queued = outbox.queue(mail, report, surface)
+        first_retry = outbox.backoff(1).seconds // 60
+        for_up_to = _days(current_app.config["OUTBOX_MAX_AGE"])
+        said = (
+            f"{report.message} The message was put in the outbox (message {queued}) and will be tried again "
+            f"from {first_retry} minutes on, for up to {for_up_to}."
+        )
+        return Delivery(False, said, True, report.steps, report.elapsed_ms, queued=queued)
     return Delivery(report.sent, report.message, report.temporary, report.steps, report.elapsed_ms)
+
+
+def _days(seconds: Any) -> str:
+    days = float(seconds) / 86400
+    return f"{days:g} days" if days >= 1 else f"{float(seconds) / 3600:g} hours"
 
 
 def _envelope_sender(given: str | None, from_email: str) -> str:

@@ -90,10 +90,10 @@ def test_the_console_script_is_the_same_sendmail(app: Flask) -> None:
     [("451 4.3.0 Try again later", 75), ("550 5.1.1 User unknown", 69)],
     ids=["temporary-451", "permanent-550"],
 )
-def test_a_refusal_exits_75_when_temporary_and_69_when_permanent(app: Flask, reply: str, status: int) -> None:
+def test_with_odi_a_refusal_exits_75_when_temporary_and_69_when_permanent(app: Flask, reply: str, status: int) -> None:
     with smtp_server(RecordingHandler(recipient_reply=reply)) as (port, handler):
         configure(app, port)
-        result = sendmail(app, "frank@example.net")
+        result = sendmail(app, "-odi", "frank@example.net")  # deliver now: nothing is queued
     assert result.returncode == status
     stderr = result.stderr.decode()
     assert "the rcpt_to step failed" in stderr and reply.split()[0] in stderr
@@ -102,7 +102,7 @@ def test_a_refusal_exits_75_when_temporary_and_69_when_permanent(app: Flask, rep
 
 def test_a_server_that_is_not_there_is_temporary(app: Flask) -> None:
     configure(app, free_port())
-    result = sendmail(app, "grace@example.net")
+    result = sendmail(app, "-odi", "grace@example.net")
     assert result.returncode == 75 and b"refused the connection" in result.stderr
 
 
@@ -241,7 +241,7 @@ def test_each_send_is_recorded_and_the_status_call_shows_it(app: Flask) -> None:
         configure(app, port)
         assert sendmail(app, "mia@example.net").returncode == 0
     configure(app, free_port())
-    assert sendmail(app, "mia@example.net").returncode == 75
+    assert sendmail(app, "-odi", "mia@example.net").returncode == 75
     status = call(app.test_client(), "status").get_json()["result"]
     assert status["sent_24h"] == 1 and status["failed_24h"] == 1
     assert status["last_failure"]["failed_step"] == "connect" and status["last_failure"]["surface"] == "sendmail"

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from .. import deliveries, detection, fields, operations, testmail
+from .. import deliveries, detection, fields, operations, outbox, testmail
 from ..errors import SettingsError
 from ..operations import BusySettingsError, StaleSettingsError
 from ..params import reject_unknown
@@ -27,6 +27,7 @@ bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
 # The domain's refusals, as HTTP statuses; anything else the operations refuse is 400.
 _STATUSES: tuple[tuple[type[SettingsError], int], ...] = (
     (StaleSettingsError, 412),
+    (outbox.OutboxError, 404),
     (BusySettingsError, 409),
     (TooManyTestsError, 429),
 )
@@ -39,6 +40,8 @@ _REMEDIES = {name: 'give it, or "" to store none' for name in fields.SECRETS}
 @bp.errorhandler(SettingsError)
 def _settings_error(error: SettingsError) -> Response:
     status = next((code for kind, code in _STATUSES if isinstance(error, kind)), 400)
+    if isinstance(error, outbox.OutboxError) and error.busy:
+        status = 409
     worded = error.with_remedies(_REMEDIES)
     extra: dict[str, Any] = {"fields": worded.fields} if worded.fields else {}
     response = error_response(status, worded.message, **extra)
@@ -150,6 +153,22 @@ def detect() -> Response:
 def status() -> Response:
     _no_params()
     return success_response(to_json(deliveries.status()))
+
+
+@bp.post("/outbox")
+def outbox_messages() -> Response:
+    _no_params()
+    return success_response(to_json(outbox.listing()))
+
+
+@bp.post("/outbox/retry")
+def outbox_retry() -> Response:
+    return success_response(to_json(outbox.retry(outbox.parse_id(read_params()))))
+
+
+@bp.post("/outbox/drop")
+def outbox_drop() -> Response:
+    return success_response(to_json(outbox.drop(outbox.parse_id(read_params()), actor())))
 
 
 # Any other path or method under the API's prefix is answered here, so that it too gets the

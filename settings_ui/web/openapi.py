@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, url_for
 
-from .. import fields, rules, shapes
+from .. import fields, outbox, rules, shapes
 from ..deliveries import Status
 from ..smtp.detect import DEFAULT_PORTS, MAX_PORTS, Detection
 from ..testmail import EmailTestResult
@@ -162,6 +162,12 @@ _DETECT_PARAMS = {
     },
 }
 
+_OUTBOX_ID = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"id": {"type": "integer", "minimum": 1, "description": "a queued message's id (none: all)"}},
+}
+
 _ERROR_RESPONSE = {
     "type": "object",
     "required": ["error", "successful"],
@@ -215,6 +221,28 @@ def document() -> dict[str, Any]:
             _responses(_result("the figures of the page's Mail delivery panel", Status)),
         )
         | _operation(
+            "outbox",
+            "The outbox: the product's mail waiting to be tried again (never its addresses or subject)",
+            None,
+            _responses(_result("the queued messages, the oldest first", outbox.Listing)),
+        )
+        | _operation(
+            "outbox/retry",
+            "Try queued mail now: one message, or every one",
+            _OUTBOX_ID,
+            _responses(_result("what each attempt came to", outbox.Attempts)),
+        )
+        | _operation(
+            "outbox/drop",
+            "Remove one queued message unsent",
+            {**_OUTBOX_ID, "required": ["id"]},
+            _responses(_result("the message was removed", outbox.Dropped))
+            | {
+                "404": _error("there is no such message in the outbox"),
+                "409": _error("the message is being delivered right now"),
+            },
+        )
+        | _operation(
             "detect",
             "Probe a host's ports with TLS, StartTLS and Plain and recommend the settings to use",
             _DETECT_PARAMS,
@@ -254,7 +282,9 @@ def document() -> dict[str, Any]:
                     "properties": {field.name: field.json_schema() for field in fields.FIELDS},
                 },
                 "ErrorResponse": _ERROR_RESPONSE,
-                **shapes.components(EmailTestResult, Detection, Status),
+                **shapes.components(
+                    EmailTestResult, Detection, Status, outbox.Listing, outbox.Attempts, outbox.Dropped
+                ),
             },
         },
     }
