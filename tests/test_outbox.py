@@ -219,3 +219,43 @@ def _message() -> EmailMessage:
     message["Subject"] = SUBJECT
     message.set_content("Please find the invoice attached.")
     return message
+
+
+class _SlowHandler(RecordingHandler):
+    """Takes a tenth of a second over each message, so that two runners are at work at the same time."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import asyncio
+
+        await asyncio.sleep(0.1)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_two_runners_on_postgresql_deliver_fifty_messages_each_exactly_once(
+    tmp_path: Path, certificates: Certificates
+) -> None:
+    from .apps import database_url
+
+    url = database_url("postgresql", tmp_path)
+    app = make_app(tmp_path, SMTP_TIMEOUT=5, SQLALCHEMY_DATABASE_URI=url, SMTP_CA_FILE=str(certificates.ca_file))
+    handler = _SlowHandler(recipient_reply=TRY_LATER)
+    with smtp_server(handler) as (port, _):
+        configure(app, port)
+        for number in range(50):
+            message = _message()
+            message.replace_header("Subject", f"Message {number}")
+            assert settings_ui.send_message(message, app=app).queued is not None
+        handler.recipient_reply = None
+        _make_due(app)
+        command, environment = _runner(app, "--once")
+        runners = [
+            subprocess.Popen(command, env=environment, cwd=PROJECT, stdout=subprocess.PIPE, text=True) for _ in range(2)
+        ]
+        outputs = [runner.communicate(timeout=120)[0] for runner in runners]
+    assert [runner.returncode for runner in runners] == [0, 0]
+    subjects = sorted(received.message["Subject"] for received in handler.received)
+    assert subjects == sorted(f"Message {number}" for number in range(50))  # each one, exactly once
+    sent_by = [{line.split(":")[0] for line in output.splitlines() if ": sent." in line} for output in outputs]
+    assert not sent_by[0] & sent_by[1] and len(sent_by[0] | sent_by[1]) == 50
+    assert all(sent_by), "both runners took a share of the work"
+    assert _rows(app) == []
