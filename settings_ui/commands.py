@@ -27,6 +27,7 @@ from flask.cli import AppGroup, with_appcontext
 from werkzeug.security import generate_password_hash
 
 from . import (
+    alerts,
     crypto,
     database,
     detection,
@@ -354,6 +355,7 @@ def sendmail_command(
         )
     except sending.UnusableMessageError as problem:
         _exit(EX_DATAERR, f"The message was not sent: {problem}.")
+    alerts.send_pending()  # an alert this send raised, before the process ends (each POST is time-bound)
     if delivery.configuration_problem:
         _exit(EX_CONFIG, delivery.message)
     if delivery.queued is not None:  # a queued message is accepted, as Postfix's sendmail has it
@@ -388,6 +390,7 @@ def outbox_run_command(once: bool) -> None:
         while not stop.is_set():
             for attempt in outbox.deliver_due(stop):
                 click.echo(f"message {attempt.id}: {attempt.outcome}. {as_set_here(attempt.message)}")
+            alerts.send_pending()
             if once:
                 break
             due = outbox.next_due()

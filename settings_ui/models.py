@@ -160,3 +160,23 @@ class OutboxMessage(Base):
     recipients: Mapped[int] = mapped_column(Integer)
     size: Mapped[int] = mapped_column(Integer)
     envelope_encrypted: Mapped[str] = mapped_column(Text)
+
+
+class Alert(Base):
+    """One alert about the product's mail (failing, recovered, bounced) for ALERT_WEBHOOK_URL: its JSON
+    payload, which never holds a credential, an address or a subject, and how sending it went."""
+
+    __tablename__ = "alert"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    """For failing and recovered: when the run of failures began."""
+    payload: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    """When to try sending it (again); None once delivered or given up."""
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    last_result: Mapped[str] = mapped_column(Text, default="")
+    """What the webhook answered last (its HTTP status), or why it could not be reached."""

@@ -28,7 +28,7 @@ from typing import Annotated, Any
 from flask import current_app
 from sqlalchemy import delete, func, insert, or_, select, update
 
-from . import audit, crypto, database, deliveries, smtp, targets
+from . import alerts, audit, crypto, database, deliveries, smtp, targets
 from .audit import SYSTEM, as_utc
 from .errors import SettingsError
 from .models import OutboxMessage, table
@@ -281,6 +281,7 @@ def _attempt(row: dict[str, Any]) -> Attempt:
     options = targets.smtp_options()
     report = smtp.deliver(target, mail, options)
     deliveries.record(row["surface"], report, recipients, *smtp.server_of(target, options))
+    alerts.after_delivery(report, list(recipients))
     if report.sent:
         with database.engine().begin() as connection:
             connection.execute(delete(_OUTBOX).where(_OUTBOX.c.id == row["id"]))
@@ -319,4 +320,5 @@ def _bounce(row: dict[str, Any], report: smtp.Report, too_old: bool, recipients:
     with database.engine().begin() as connection:
         connection.execute(delete(_OUTBOX).where(_OUTBOX.c.id == row["id"]))
         audit.add(connection, "outbox message bounced", SYSTEM, f"message {row['id']}: {reason}")
+    alerts.bounced(report, recipients, reason)
     return Attempt(row["id"], "bounced", f"The message bounced, {reason}")

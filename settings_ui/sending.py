@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
-from . import deliveries, outbox, rules, smtp, targets
+from . import alerts, deliveries, outbox, rules, smtp, targets
 from .errors import SettingsError
 
 if TYPE_CHECKING:
@@ -127,8 +127,9 @@ def deliver(
     options = targets.smtp_options()
     report = smtp.deliver(target, mail, options)
     deliveries.record(surface, report, addresses, *smtp.server_of(target, options))
-    if not report.sent and report.temporary and queue_on_failure:
-        queued = outbox.queue(mail, report, surface)
+    queued = outbox.queue(mail, report, surface) if not report.sent and report.temporary and queue_on_failure else None
+    alerts.after_delivery(report, addresses)  # after queueing: the alert counts the outbox
+    if queued is not None:
         first_retry = outbox.backoff(1).seconds // 60
         for_up_to = _days(current_app.config["OUTBOX_MAX_AGE"])
         said = (

@@ -259,3 +259,31 @@ def test_two_runners_on_postgresql_deliver_fifty_messages_each_exactly_once(
     assert not sent_by[0] & sent_by[1] and len(sent_by[0] | sent_by[1]) == 50
     assert all(sent_by), "both runners took a share of the work"
     assert _rows(app) == []
+
+
+def test_the_page_lists_the_outbox_with_retry_and_a_confirmed_drop_and_metrics_count_it(app: Flask) -> None:
+    from bs4 import BeautifulSoup
+
+    handler = RecordingHandler(recipient_reply=TRY_LATER)
+    client = app.test_client()
+    with smtp_server(handler) as (port, _):
+        configure(app, port)
+        settings_ui.send_message(_message(), app=app)
+        settings_ui.send_message(_message(), app=app)
+        html = client.get("/").get_data(as_text=True)
+        assert RECIPIENT not in html and SUBJECT not in html
+        soup = BeautifulSoup(html, "html.parser")
+        assert "2 messages waiting" in soup.find(id="outbox-summary").get_text()
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert "settings_ui_outbox_messages 2.0" in metrics and "settings_ui_outbox_oldest_seconds" in metrics
+        first, second = (row["id"] for row in _rows(app))
+        handler.recipient_reply = None
+        retried = client.post("/outbox/retry", data={"message_id": str(first)}, follow_redirects=True)
+        assert f"Message {first}: sent." in retried.get_data(as_text=True)
+    confirm = client.get(f"/outbox/drop/{second}")
+    assert confirm.status_code == 200 and "will never be sent" in confirm.get_data(as_text=True)
+    assert len(_rows(app)) == 1  # asking is not dropping
+    dropped = client.post(f"/outbox/drop/{second}", follow_redirects=True)
+    assert f"Message {second} was dropped unsent." in dropped.get_data(as_text=True)
+    assert _rows(app) == [] and len(handler.received) == 1
+    assert "Empty." in client.get("/").get_data(as_text=True)

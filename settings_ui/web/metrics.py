@@ -11,13 +11,14 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .. import deliveries
+from .. import deliveries, outbox
 
 bp = Blueprint("metrics", __name__)
 _METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS"})
@@ -53,9 +54,24 @@ class _Deliveries(Collector):
         yield times
 
 
+class _Outbox(Collector):
+    """The outbox's size and the age of its oldest message, from the database."""
+
+    def collect(self) -> Iterator[Metric]:
+        summary = outbox.summary()
+        oldest = (datetime.now(UTC) - summary.oldest_queued_at).total_seconds() if summary.oldest_queued_at else 0.0
+        yield GaugeMetricFamily("settings_ui_outbox_messages", "Messages waiting in the outbox.", value=summary.count)
+        yield GaugeMetricFamily(
+            "settings_ui_outbox_oldest_seconds",
+            "How long the oldest message in the outbox has waited (0 when it is empty).",
+            value=oldest,
+        )
+
+
 def init_app(app: Flask) -> None:
     registry = CollectorRegistry()
     registry.register(_Deliveries())
+    registry.register(_Outbox())
     app.extensions["settings_ui.metrics"] = {
         "registry": registry,
         "requests": Counter(

@@ -13,7 +13,7 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 from werkzeug.wrappers import Response
 
-from .. import deliveries, detection, fields, operations, password_file, rules, targets, testmail
+from .. import alerts, deliveries, detection, fields, operations, outbox, password_file, rules, targets, testmail
 from ..configuration import as_set_here, set_with
 from ..errors import SettingsError
 from ..operations import Settings, StaleSettingsError
@@ -178,6 +178,8 @@ def _render(
         password_problem=state.password_problem,
         password_file=password_file.configured(),
         delivery=deliveries.status(),
+        queued=outbox.messages(),
+        last_alert=alerts.last_alert(),
         password_file_problem=password_file.problem(),
         events=state.changes,
         sign_ins=state.sign_ins,
@@ -358,3 +360,45 @@ def clear_settings() -> Response | tuple[str, int]:
         return _render_confirm_clear(409, stale.message)
     flash("All email settings were cleared, the password included.")
     return redirect(url_for(".settings_page"), 303)
+
+
+@bp.post("/outbox/retry")
+def retry_queued() -> Response:
+    """Try queued mail now: the message of the form's ``message_id``, or all of it."""
+    ConfirmForm().validate()
+    chosen = request.form.get("message_id", "")
+    attempts = outbox.retry(int(chosen) if chosen.isdigit() else None).attempts
+    for attempt in attempts:
+        flash(f"Message {attempt.id}: {_OUTCOMES[attempt.outcome]} {attempt.message}")
+    return redirect(url_for(".settings_page", _anchor="outbox"), 303)
+
+
+_OUTCOMES = {
+    "sent": "sent.",
+    "queued": "not sent, still queued.",
+    "bounced": "bounced.",
+    "busy": "not tried:",
+    "gone": "not tried:",
+}
+
+
+@bp.get("/outbox/drop/<int:message_id>")
+def confirm_drop(message_id: int) -> Response | tuple[str, int]:
+    queued = next((message for message in outbox.messages() if message.id == message_id), None)
+    if queued is None:
+        flash(f"There is no message {message_id} in the outbox any more (sent, bounced or dropped).")
+        return redirect(url_for(".settings_page", _anchor="outbox"), 303)
+    form = ConfirmForm(formdata=None)
+    return render_template("settings_ui/confirm_drop.html", form=form, message=queued), 200
+
+
+@bp.post("/outbox/drop/<int:message_id>")
+def drop_queued(message_id: int) -> Response:
+    ConfirmForm().validate()
+    try:
+        outbox.drop(message_id, actor())
+    except SettingsError as problem:
+        flash(problem.message)
+    else:
+        flash(f"Message {message_id} was dropped unsent.")
+    return redirect(url_for(".settings_page", _anchor="outbox"), 303)
