@@ -71,6 +71,9 @@ def test_a_temporary_refusal_is_queued_unreadable_and_delivered_by_a_retry(app: 
         assert stderr.startswith("Queued, not sent yet:") and "451 4.3.0" in stderr and "outbox" in stderr
         listed = call(app.test_client(), "outbox").get_json()["result"]["messages"]
         assert len(listed) == 1 and listed[0]["recipients"] == 1 and listed[0]["attempts"] == 1
+        # Exactly the contract's shape: a count of recipients, never who.
+        contract = {"id", "queued_at", "attempts", "next_attempt_at", "last_error", "recipients", "size"}
+        assert set(listed[0]) == contract
         text = json.dumps(listed)
         assert RECIPIENT not in text and SUBJECT not in text and "(a recipient)" in listed[0]["last_error"]
         # Not in the database files either: the envelope and content are encrypted.
