@@ -698,3 +698,34 @@ def test_readme_screenshot(site: LiveServer, tab_factory: Any, tmp_path: Path) -
     for target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(picture)
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_the_outbox_panel_reads_at_both_widths_and_drop_asks_first(
+    site: LiveServer, site_app: Flask, tab_factory: Any, width: int
+) -> None:
+    from email.message import EmailMessage
+
+    import settings_ui
+
+    from .smtp_servers import RecordingHandler
+
+    page = tab_factory(site.url, viewport={"width": width, "height": 900}).page
+    with smtp_server(RecordingHandler(recipient_reply="451 4.3.0 Try again later")) as (port, _):
+        fill_settings(page, port=port, encryption="Plain", host="127.0.0.1")
+        save(page)
+        message = EmailMessage()
+        message["To"] = "customer@example.net"
+        message.set_content("Hello.")
+        assert settings_ui.send_message(message, app=site_app).queued is not None
+    page.reload()  # the page as it is now, with the message queued
+    assert "1 message waiting" in page.locator("#outbox-summary").inner_text()
+    assert page.locator("#outbox table").evaluate(BROKEN_WORDS) == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert _serious_violations(page) == []
+    page.get_by_role("link", name="Drop…").click()
+    assert page.get_by_role("heading", name="Drop queued message").is_visible()
+    page.get_by_role("button", name="Yes, drop this message").click()
+    page.wait_for_load_state()
+    assert page.get_by_text("was dropped unsent").is_visible()
+    assert "Empty." in page.locator("#outbox").inner_text()
