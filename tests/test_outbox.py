@@ -290,3 +290,38 @@ def test_the_page_lists_the_outbox_with_retry_and_a_confirmed_drop_and_metrics_c
     assert f"Message {second} was dropped unsent." in dropped.get_data(as_text=True)
     assert _rows(app) == [] and len(handler.received) == 1
     assert "Empty." in client.get("/").get_data(as_text=True)
+
+
+class _HangingHandler(RecordingHandler):
+    """Holds every message for a long time before answering: a runner killed meanwhile is mid-delivery."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import asyncio
+
+        await asyncio.sleep(30)
+        return "451 4.3.0 Too late"
+
+
+def test_a_runner_killed_mid_delivery_loses_nothing(app: Flask) -> None:
+    with smtp_server(RecordingHandler(recipient_reply=TRY_LATER)) as (port, _):
+        configure(app, port)
+        settings_ui.send_message(_message(), app=app)
+    _make_due(app)
+    with smtp_server(_HangingHandler()) as (port, _):
+        configure(app, port)
+        command, environment = _runner(app, "--once")
+        runner = subprocess.Popen(command, env=environment, cwd=PROJECT, stdout=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while _rows(app)[0]["claimed_until"] is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _rows(app)[0]["claimed_until"] is not None  # in hand
+        runner.kill()  # SIGKILL: no chance to record anything
+        runner.wait(timeout=10)
+    (row,) = _rows(app)  # still there, claimed by a process that is gone
+    with app.app_context(), database.engine().begin() as connection:  # the claim's lease runs out
+        connection.execute(update(_OUTBOX).values(claimed_until=datetime.now(UTC) - timedelta(seconds=1)))
+    handler = RecordingHandler()
+    with smtp_server(handler) as (port, _):
+        configure(app, port)
+        (attempt,) = call(app.test_client(), "outbox/retry").get_json()["result"]["attempts"]
+    assert attempt == attempt | {"id": row["id"], "outcome": "sent"} and len(handler.received) == 1
