@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from flask import Flask, current_app
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from . import database
 from .audit import as_utc
@@ -32,6 +32,8 @@ REPEAT_FAILING = timedelta(hours=1)
 _RETRY_AFTER = (timedelta(seconds=10), timedelta(minutes=1))
 """How long to wait before the second and the third try."""
 EVENTS = ("failing", "recovered", "bounced")
+KEEP = timedelta(days=30)
+"""Alerts older than this are deleted when a new one is recorded."""
 
 _ALERT = table(Alert)
 _sending = threading.Lock()
@@ -134,6 +136,7 @@ def _raise(event: str, since: datetime | None, report: Report, recipients: list[
         "text": text,
     }
     with database.engine().begin() as connection:
+        connection.execute(delete(_ALERT).where(_ALERT.c.created_at < now - KEEP))
         connection.execute(
             insert(_ALERT).values(
                 event=event,
