@@ -289,7 +289,7 @@ def test_the_page_lists_the_outbox_with_retry_and_a_confirmed_drop_and_metrics_c
     dropped = client.post(f"/outbox/drop/{second}", follow_redirects=True)
     assert f"Message {second} was dropped unsent." in dropped.get_data(as_text=True)
     assert _rows(app) == [] and len(handler.received) == 1
-    assert "Empty." in client.get("/").get_data(as_text=True)
+    assert "Outbox: empty." in client.get("/").get_data(as_text=True)
 
 
 class _HangingHandler(RecordingHandler):
