@@ -434,11 +434,7 @@ def sendmail_main() -> None:
 PASSPHRASE_MIN_LENGTH = 12
 
 
-_SAID = {
-    "password": "password",
-    "oauth2_client_secret": "OAuth 2.0 client secret",
-    "google_service_account_key": "service account key",
-}
+_SAID = operations.SECRET_NAMES | {"oauth2_client_secret": "OAuth 2.0 client secret"}
 
 
 def _stored_secrets() -> dict[str, str]:

@@ -39,6 +39,13 @@ SECRET_IDENTITY = ("oauth2_token_url", "oauth2_client_id", "transport")
 """The stored client secret is bound to these too: it is only ever sent to that endpoint, for that client,
 and its tokens only to that service (the SMTP server, or Graph)."""
 
+SECRET_NAMES = {
+    "password": "password",
+    "oauth2_client_secret": "client secret",
+    "google_service_account_key": "service account key",
+}
+"""The write-only parameters, as a message names them."""
+
 Row = dict[str, Any]
 """The settings row as read from the database, column by column."""
 
@@ -239,23 +246,19 @@ def merge(row: Row, changes: Mapping[str, Any], *, password_file_moves: bool = F
                 f"must be given again because {' and '.join(moved)} changed: the stored password is only ever "
                 "sent to the server it was saved for"
             )
-    if secret is KEEP and row["oauth2_client_secret_encrypted"] and not errors:
-        moved = [name for name in (*SECRET_IDENTITY, *SERVER_IDENTITY) if values[name] != row[name]]
-        moved += _checks_loosened(values, row)
+    # The stored client secret and service account key, and the tokens they get, are bound the same way.
+    for name, given, identity, goes_to in (
+        ("oauth2_client_secret", secret, (*SECRET_IDENTITY, *SERVER_IDENTITY), "the token endpoint and the server"),
+        ("google_service_account_key", key, SERVER_IDENTITY, "the server and the mailbox"),
+    ):
+        if given is not KEEP or not row[fields.encrypted_column(name)] or errors:
+            continue
+        moved = [setting for setting in identity if values[setting] != row[setting]] + _checks_loosened(values, row)
         if moved:
-            give_again.append("oauth2_client_secret")
-            errors["oauth2_client_secret"] = (
-                f"must be given again because {' and '.join(moved)} changed: the stored client secret, and the "
-                "tokens it gets, only ever go to the token endpoint and the server it was saved for"
-            )
-    if key is KEEP and row["google_service_account_key_encrypted"] and not errors:
-        moved = [name for name in SERVER_IDENTITY if values[name] != row[name]]
-        moved += _checks_loosened(values, row)
-        if moved:
-            give_again.append("google_service_account_key")
-            errors["google_service_account_key"] = (
-                f"must be given again because {' and '.join(moved)} changed: the stored key, and the tokens it "
-                "gets, only ever go to the server and the mailbox it was saved for"
+            give_again.append(name)
+            errors[name] = (
+                f"must be given again because {' and '.join(moved)} changed: the stored {SECRET_NAMES[name]}, and "
+                f"the tokens it gets, only ever go to {goes_to} it was saved for"
             )
     if errors:
         raise SettingsError(errors, give_again=give_again)
@@ -396,9 +399,7 @@ def describe_changes(row: Row, values: Mapping[str, Any]) -> str:
         column = fields.encrypted_column(name)
         old_token, new_token = row[column], values.get(column, row[column])
         if new_token != old_token:
-            said = {"oauth2_client_secret": "client secret", "google_service_account_key": "service account key"}.get(
-                name, name
-            )
+            said = SECRET_NAMES[name]
             parts.append(f"{said} removed" if not new_token else f"{said} set" if not old_token else f"{said} changed")
     return "; ".join(parts)
 
