@@ -364,8 +364,8 @@ def clear_settings() -> Response | tuple[str, int]:
 
 @bp.post("/outbox/retry")
 def retry_queued() -> Response:
-    """Try queued mail now: the message of the form's ``message_id``, or all of it."""
-    ConfirmForm().validate()
+    """Try queued mail now: the message of the form's ``message_id``, or all of it (CSRF is checked
+    for every form of the page, before any view)."""
     chosen = request.form.get("message_id", "")
     attempts = outbox.retry(int(chosen) if chosen.isdigit() else None).attempts
     for attempt in attempts:
@@ -394,7 +394,6 @@ def confirm_drop(message_id: int) -> Response | tuple[str, int]:
 
 @bp.post("/outbox/drop/<int:message_id>")
 def drop_queued(message_id: int) -> Response:
-    ConfirmForm().validate()
     try:
         outbox.drop(message_id, actor())
     except SettingsError as problem:
