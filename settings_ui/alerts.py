@@ -74,7 +74,7 @@ def after_delivery(report: Report, recipients: list[str]) -> None:
 
 def bounced(report: Report, recipients: list[str], reason: str) -> None:
     """Alert that a queued message bounced."""
-    _raise("bounced", None, report, recipients, f"A queued message bounced, {reason}")
+    _raise("bounced", None, report, recipients, f"A queued message bounced, {reason}")  # reason: no address
 
 
 def last_alert() -> LastAlert | None:
@@ -119,7 +119,7 @@ def _raise(event: str, since: datetime | None, report: Report, recipients: list[
     from . import deliveries, outbox  # the outbox's size is part of the alert
 
     now = datetime.now(UTC)
-    diagnosis = deliveries.without(recipients, report.message) if not report.sent else ""
+    diagnosis = deliveries.without_any_address(recipients, report.message) if not report.sent else ""
     queued = outbox.summary().count
     text = f"settings-ui: {headline}"
     if since is not None and event != "bounced":

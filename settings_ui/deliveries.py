@@ -95,6 +95,15 @@ def record(surface: str, report: Report, recipients: Iterable[str], smtp_host: s
         _prune(connection, now)
 
 
+_ADDRESS = re.compile(r"<?[^\s<>@\"',;:()]+@[^\s<>@\"',;:()]+[^\s<>@\"',;:().]>?")
+
+
+def without_any_address(addresses: list[str], text: str) -> str:
+    """``text`` with the recipients' ``addresses`` as "(a recipient)" and any other address (the
+    sender's) as "(an address)": for what leaves the page and the API (the outbox, alerts)."""
+    return _ADDRESS.sub("(an address)", without(addresses, text))
+
+
 def without(addresses: list[str], text: str) -> str:
     """``text`` with each of ``addresses`` replaced by "(a recipient)"."""
     for address in addresses:

@@ -112,7 +112,7 @@ def queue(mail: smtp.Mail, report: smtp.Report, surface: str) -> int:
                     attempts=1,
                     next_attempt_at=now + backoff(1),
                     failed_step=report.failed_step or "",
-                    last_error=deliveries.without(list(mail.recipients), report.cause or report.message),
+                    last_error=deliveries.without_any_address(list(mail.recipients), report.cause or report.message),
                     recipients=len(mail.recipients),
                     size=len(mail.content),
                     envelope_encrypted=crypto.encrypt(json.dumps(envelope)),
@@ -303,15 +303,15 @@ def _again(row: dict[str, Any], now: datetime, error: str, failed_step: str, rec
                 attempts=attempts,
                 next_attempt_at=next_at,
                 claimed_until=None,
-                last_error=deliveries.without(recipients, error),
+                last_error=deliveries.without_any_address(recipients, error),
                 failed_step=failed_step,
             )
         )
-    return Attempt(row["id"], "queued", deliveries.without(recipients, error), next_at)
+    return Attempt(row["id"], "queued", deliveries.without_any_address(recipients, error), next_at)
 
 
 def _bounce(row: dict[str, Any], report: smtp.Report, too_old: bool, recipients: list[str]) -> Attempt:
-    why = deliveries.without(recipients, report.cause or report.message)
+    why = deliveries.without_any_address(recipients, report.cause or report.message)
     reason = (
         f"still failing after {row['attempts'] + 1} attempts over OUTBOX_MAX_AGE: {why}"
         if too_old

@@ -149,3 +149,14 @@ def test_a_webhook_that_fails_is_tried_again_and_the_page_says_it_was_not_delive
     with app.app_context():
         last = alerts.last_alert()
         assert last is not None and not last.delivered
+
+
+def test_an_alert_names_no_address_not_even_the_senders(app: Flask, webhook: Webhook) -> None:
+    from .helpers import SENDER
+
+    with smtp_server(RecordingHandler(refuse_sender=True)) as (port, _):
+        configure(app, port)
+        assert not settings_ui.send_message(_message(), app=app).sent
+    (failing,) = webhook.wait_for(1)
+    assert failing["failed_step"] == "mail_from" and "(an address)" in failing["message"]
+    assert SENDER not in failing["_raw"] and RECIPIENT not in failing["_raw"]
