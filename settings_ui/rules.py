@@ -22,7 +22,7 @@ AUTH_METHODS: tuple[str, ...] = ("password", "oauth2", "google_service_account")
 """How to sign in: a password (AUTH PLAIN, LOGIN or CRAM-MD5), or an OAuth 2.0 token (AUTH XOAUTH2) got by
 the client-credentials grant, or by a Google service account acting as the mailbox (RFC 7523)."""
 
-SERVICE_ACCOUNT_KEY_MAX_LENGTH = 16 * 1024
+SERVICE_ACCOUNT_KEY_MAX_LENGTH = 8 * 1024
 """A Google service account's JSON key is about 2.3 KB."""
 
 TRANSPORTS: tuple[str, ...] = ("smtp", "microsoft_graph")
