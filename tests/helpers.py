@@ -162,3 +162,14 @@ def step_details(response: TestResponse) -> dict[str, str]:
     body = response.get_json()
     listed = body["result"]["steps"] if body["successful"] else body["error"]["steps"]
     return {step["name"]: step["detail"] for step in listed}
+
+
+SENDMAIL_MESSAGE = b"""\
+Subject: Quarterly report
+To: Alice <alice@example.net>
+Cc: bob@example.net
+Bcc: carol@example.net
+
+Hello.
+"""
+"""A message as a program hands it to sendmail: To, Cc and a Bcc, no From, Date or Message-ID."""

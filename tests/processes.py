@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .helpers import post_json_with_headers
+from flask import Flask
+
+from .helpers import SENDMAIL_MESSAGE, post_json_with_headers
 from .smtp_servers import free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -98,3 +100,21 @@ def app_processes(count: int, instance: Path, env: dict[str, str] | None = None)
     finally:
         for process in started:
             process.stop()
+
+
+def sendmail(
+    app: Flask, *args: str, message: bytes = SENDMAIL_MESSAGE, command: list[str] | None = None, **config: str
+) -> subprocess.CompletedProcess[bytes]:
+    """Run sendmail in its own process on the app's database, as a product would."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
+    environment |= {
+        "SETTINGS_UI_INSTANCE_PATH": app.instance_path,
+        "SETTINGS_UI_SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
+        "SETTINGS_UI_SMTP_TIMEOUT": "3",
+        "SETTINGS_UI_SMTP_CA_FILE": app.config["SMTP_CA_FILE"],
+    }
+    environment |= {f"SETTINGS_UI_{name}": value for name, value in config.items()}
+    flask = [sys.executable, "-m", "flask", "--app", "app", "email-settings", "sendmail"]
+    return subprocess.run(
+        [*(command or flask), *args], input=message, capture_output=True, cwd=PROJECT, env=environment, timeout=60
+    )

@@ -24,9 +24,8 @@ from settings_ui.models import OutboxMessage, table
 
 from .apps import make_app
 from .helpers import call, configure
-from .processes import PROJECT
+from .processes import PROJECT, sendmail
 from .smtp_servers import Certificates, RecordingHandler, smtp_server
-from .test_sendmail import sendmail
 
 SUBJECT = "Invoice 2026-117 for Northwind"
 RECIPIENT = "frank@example.net"

@@ -3,8 +3,6 @@ an exit status. Against aiosmtpd servers that record what arrived."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -16,40 +14,14 @@ from settings_ui import database
 
 from .apps import make_app
 from .helpers import EXAMPLE_PASSWORD, SENDER, call, configure
-from .processes import PROJECT
+from .helpers import SENDMAIL_MESSAGE as MESSAGE
+from .processes import sendmail
 from .smtp_servers import Authenticator, Certificates, RecordingHandler, free_port, smtp_server
-
-MESSAGE = b"""\
-Subject: Quarterly report
-To: Alice <alice@example.net>
-Cc: bob@example.net
-Bcc: carol@example.net
-
-Hello.
-"""
 
 
 @pytest.fixture
 def app(tmp_path: Path, certificates: Certificates) -> Flask:
     return make_app(tmp_path, SMTP_TIMEOUT=3, SMTP_CA_FILE=str(certificates.ca_file))
-
-
-def sendmail(
-    app: Flask, *args: str, message: bytes = MESSAGE, command: list[str] | None = None, **config: str
-) -> subprocess.CompletedProcess[bytes]:
-    """Run sendmail in its own process on the app's database, as a product would."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
-    environment |= {
-        "SETTINGS_UI_INSTANCE_PATH": app.instance_path,
-        "SETTINGS_UI_SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
-        "SETTINGS_UI_SMTP_TIMEOUT": "3",
-        "SETTINGS_UI_SMTP_CA_FILE": app.config["SMTP_CA_FILE"],
-    }
-    environment |= {f"SETTINGS_UI_{name}": value for name, value in config.items()}
-    flask = [sys.executable, "-m", "flask", "--app", "app", "email-settings", "sendmail"]
-    return subprocess.run(
-        [*(command or flask), *args], input=message, capture_output=True, cwd=PROJECT, env=environment, timeout=60
-    )
 
 
 def test_t_takes_to_cc_and_bcc_and_strips_bcc_and_fills_from_date_and_message_id(app: Flask) -> None:
