@@ -7,20 +7,20 @@ from __future__ import annotations
 
 from alembic import context
 
-from settings_ui.models import Base
+from settings_ui.models import metadata
 from settings_ui.schema import VERSION_TABLE
 
 
 def _ours(name: str | None, type_: str, parent_names: object) -> bool:
     """Only settings-ui's tables: a database it shares with a product holds the product's too."""
-    return type_ != "table" or name in Base.metadata.tables
+    return type_ != "table" or name in metadata.tables
 
 
 connection = context.config.attributes["connection"]
 # render_as_batch: SQLite can only alter a table by copying it.
 context.configure(
     connection=connection,
-    target_metadata=Base.metadata,
+    target_metadata=metadata,
     version_table=VERSION_TABLE,
     include_name=_ours,
     render_as_batch=True,

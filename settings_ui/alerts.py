@@ -22,7 +22,7 @@ from sqlalchemy import delete, insert, select, update
 
 from . import database
 from .audit import as_utc
-from .models import Alert, table
+from .models import alert_table
 from .shapes import Schema
 from .smtp import Report, bounded_http
 
@@ -35,7 +35,7 @@ EVENTS = ("failing", "recovered", "bounced")
 KEEP = timedelta(days=30)
 """Alerts older than this are deleted when a new one is recorded."""
 
-_ALERT = table(Alert)
+_ALERT = alert_table
 _sending = threading.Lock()
 
 

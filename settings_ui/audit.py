@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, insert, not_, or_, select
 
 from . import database
-from .models import AuditEvent, table
+from .models import audit_event_table
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ FOLD_WINDOW = timedelta(minutes=10)
 """Failed sign-ins this close together are one row of the panel, however many addresses they came from."""
 """Actions about who got in, shown apart from the settings' own history."""
 
-_EVENTS = table(AuditEvent)
+_EVENTS = audit_event_table
 _IS_SIGN_IN = or_(*(_EVENTS.c.action == action for action in SIGN_IN_ACTIONS))
 _CHANGES = select(_EVENTS).where(not_(_IS_SIGN_IN)).order_by(_EVENTS.c.id.desc())
 _SIGN_INS = select(_EVENTS).where(_IS_SIGN_IN).order_by(_EVENTS.c.id.desc())

@@ -17,10 +17,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import schema
 from .instance_files import create_private_file
-from .models import SETTINGS_ROW_ID, SettingsRow
+from .models import SETTINGS_ROW_ID, settings_table
 
 _ENGINE = "settings_ui.engine"
-_ROW_EXISTS = select(SettingsRow.id).where(SettingsRow.id == SETTINGS_ROW_ID)
+_ROW_EXISTS = select(settings_table.c.id).where(settings_table.c.id == SETTINGS_ROW_ID)
 
 
 def init_app(app: Flask, uri: str) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import database
 from .audit import as_utc
-from .models import Delivery, DeliveryTotal, table
+from .models import delivery_table, delivery_total_table
 from .shapes import Schema
 from .smtp import Report, host_port
 
@@ -32,8 +32,8 @@ BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10_000, 30_000)
 _INFINITY = -1
 _COUNT_ROW = 0
 
-_DELIVERY = table(Delivery)
-_TOTAL = table(DeliveryTotal)
+_DELIVERY = delivery_table
+_TOTAL = delivery_total_table
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from . import audit, crypto, database, fields, password_file
 from .audit import SYSTEM, Actor, Event
 from .errors import SettingsError
 from .instance_files import open_private
-from .models import SETTINGS_ROW_ID, SettingsRow, table
+from .models import SETTINGS_ROW_ID, settings_table
 from .params import parse_params
 
 SERVER_IDENTITY = ("smtp_host", "smtp_port", "encryption", "username")
@@ -49,7 +49,7 @@ SECRET_NAMES = {
 Row = dict[str, Any]
 """The settings row as read from the database, column by column."""
 
-_TABLE = table(SettingsRow)
+_TABLE = settings_table
 _SELECT_ROW = select(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID)
 _LOCK_ROW = _SELECT_ROW.with_for_update()
 # Built once, with the values given at execution: SQLAlchemy then finds the compiled form in

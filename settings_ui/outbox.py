@@ -31,7 +31,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from . import alerts, audit, crypto, database, deliveries, smtp, targets
 from .audit import SYSTEM, as_utc
 from .errors import SettingsError
-from .models import OutboxMessage, table
+from .models import outbox_message_table
 from .params import json_type_name, reject_unknown
 from .shapes import Schema
 
@@ -41,7 +41,7 @@ MAXIMAL_BACKOFF = 4000
 _CLAIM_MARGIN = 30.0
 """Seconds a claim outlasts the longest delivery (SMTP_TIMEOUT)."""
 
-_OUTBOX = table(OutboxMessage)
+_OUTBOX = outbox_message_table
 
 
 def backoff(attempts: int) -> timedelta:

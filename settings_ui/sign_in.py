@@ -20,13 +20,13 @@ from werkzeug.exceptions import TooManyRequests
 from werkzeug.security import check_password_hash
 
 from . import database
-from .models import AdminSession, LoginFailure, table
+from .models import admin_session_table, login_failure_table
 
-_FAILURES = table(LoginFailure)
+_FAILURES = login_failure_table
 CHECK_PATIENCE = 2.0
 """Seconds a sign-in waits for a free password check before it is answered 503: a crowd of wrong
 sign-ins never holds every worker thread."""
-_SESSIONS = table(AdminSession)
+_SESSIONS = admin_session_table
 
 
 def admin_configured(config: Any = None) -> bool:

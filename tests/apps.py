@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy import create_engine, select, text
 
 from settings_ui import create_app, database, schema
-from settings_ui.models import Base, SettingsRow
+from settings_ui.models import metadata, settings_table
 
 from .helpers import skip_or_fail
 from .openapi_check import ConformingClient
@@ -61,7 +61,7 @@ def database_url(kind: str, tmp_path: Path) -> str:
     engine = create_engine(url)
     with engine.begin() as connection:
         # Every table of the models (so a new one is never left behind), and the migrations' own.
-        tables = ", ".join([*(table.name for table in Base.metadata.sorted_tables), schema.VERSION_TABLE])
+        tables = ", ".join([*(table.name for table in metadata.sorted_tables), schema.VERSION_TABLE])
         connection.execute(text(f"DROP TABLE IF EXISTS {tables} CASCADE"))
     engine.dispose()
     return url
@@ -70,7 +70,7 @@ def database_url(kind: str, tmp_path: Path) -> str:
 def stored_row(app: Flask) -> dict[str, Any]:
     """Every column of the stored settings row, straight from the database."""
     with app.app_context(), database.engine().connect() as connection:
-        return dict(connection.execute(select(SettingsRow.__table__)).mappings().one())
+        return dict(connection.execute(select(settings_table)).mappings().one())
 
 
 class LiveServer:

@@ -23,7 +23,7 @@ from werkzeug.exceptions import TooManyRequests
 from werkzeug.security import generate_password_hash
 
 from settings_ui import database
-from settings_ui.models import LoginFailure
+from settings_ui.models import login_failure_table
 
 from .apps import make_app
 from .helpers import ADMIN, ADMIN_HASH, ADMIN_PASSWORD, basic, post_json
@@ -212,7 +212,7 @@ def test_past_ten_thousand_addresses_the_oldest_are_forgotten_first(app: Flask) 
             throttle.end_check(f"192.0.2.{number}", accepted=False)
             time.sleep(0.01)
         with database.engine().connect() as connection:
-            kept = {row.address for row in connection.execute(select(LoginFailure.__table__))}
+            kept = {row.address for row in connection.execute(select(login_failure_table))}
     assert kept == {f"192.0.2.{number}" for number in range(3, 8)}
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, insert, select
 
 import settings_ui
 from settings_ui import database, deliveries
-from settings_ui.models import Delivery
+from settings_ui.models import delivery_table
 
 from .helpers import call, configure, page
 from .smtp_servers import RecordingHandler, free_port, smtp_server
@@ -69,7 +69,7 @@ def test_a_failed_test_email_does_not_say_mail_is_failing(client: FlaskClient) -
 
 def _rows(app: Flask) -> int:
     with app.app_context(), database.engine().connect() as connection:
-        return connection.execute(select(func.count()).select_from(Delivery.__table__)).scalar_one()
+        return connection.execute(select(func.count()).select_from(delivery_table)).scalar_one()
 
 
 def test_deliveries_older_than_30_days_are_pruned_on_write(app: Flask) -> None:
@@ -77,7 +77,7 @@ def test_deliveries_older_than_30_days_are_pruned_on_write(app: Flask) -> None:
     with app.app_context(), database.engine().begin() as connection:
         row = {"surface": "python", "recipients": 1, "sent": True, "temporary": False, "failed_step": ""}
         row |= {"cause": "", "fix": "", "server": "old.example.com:25", "elapsed_ms": 5}
-        connection.execute(insert(Delivery.__table__).values(at=old, **row))
+        connection.execute(insert(delivery_table).values(at=old, **row))
     assert _rows(app) == 1
     with app.app_context():
         assert not send(app).sent  # not configured: nothing recorded

@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from settings_ui import database, schema
-from settings_ui.models import Base
+from settings_ui.models import metadata
 
 from .apps import make_app
 from .helpers import call
@@ -90,7 +90,7 @@ def test_the_models_match_the_migrations(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     with app.app_context(), database.engine().connect() as connection:
         differences = compare_metadata(
-            MigrationContext.configure(connection, opts={"version_table": schema.VERSION_TABLE}), Base.metadata
+            MigrationContext.configure(connection, opts={"version_table": schema.VERSION_TABLE}), metadata
         )
     assert differences == [], "the models changed without a migration: run `flask --app app email-settings db revision`"
 

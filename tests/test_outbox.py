@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 import settings_ui
 from settings_ui import database
-from settings_ui.models import OutboxMessage, table
+from settings_ui.models import outbox_message_table
 
 from .apps import make_app
 from .helpers import call, configure
@@ -32,7 +32,7 @@ RECIPIENT = "frank@example.net"
 MESSAGE = f"Subject: {SUBJECT}\nTo: {RECIPIENT}\n\nPlease find the invoice attached.\n".encode()
 TRY_LATER = "451 4.3.0 Try again later"
 
-_OUTBOX = table(OutboxMessage)
+_OUTBOX = outbox_message_table
 
 
 @pytest.fixture

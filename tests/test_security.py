@@ -430,7 +430,7 @@ def test_the_password_never_reaches_the_log(
     assert EXAMPLE_PASSWORD not in caplog.text
     assert EXAMPLE_PASSWORD not in captured.out + captured.err
     with admin_app.app_context(), database.engine().connect() as connection:
-        from settings_ui.models import AuditEvent
+        from settings_ui.models import audit_event_table
 
-        for event in connection.execute(select(AuditEvent.__table__)):
+        for event in connection.execute(select(audit_event_table)):
             assert EXAMPLE_PASSWORD not in f"{event.actor} {event.detail}"
