@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from flask import Flask, current_app
 from sqlalchemy import delete, insert, select, update
 
-from . import database
+from . import database, runtime
 from .audit import as_utc
 from .models import alert_table
 from .shapes import Schema
@@ -35,7 +34,6 @@ EVENTS = ("failing", "recovered", "bounced")
 KEEP = timedelta(days=30)
 """Alerts older than this are deleted when a new one is recorded."""
 
-_ALERT = alert_table
 _sending = threading.Lock()
 
 
@@ -55,9 +53,9 @@ def after_delivery(report: Report, recipients: list[str]) -> None:
     with database.engine().connect() as connection:
         last = (
             connection.execute(
-                select(_ALERT)
-                .where(_ALERT.c.event.in_(("failing", "recovered")))
-                .order_by(_ALERT.c.created_at.desc(), _ALERT.c.id.desc())
+                select(alert_table)
+                .where(alert_table.c.event.in_(("failing", "recovered")))
+                .order_by(alert_table.c.created_at.desc(), alert_table.c.id.desc())
                 .limit(1)
             )
             .mappings()
@@ -80,7 +78,9 @@ def bounced(report: Report, recipients: list[str], reason: str) -> None:
 def last_alert() -> LastAlert | None:
     with database.engine().connect() as connection:
         row = (
-            connection.execute(select(_ALERT).order_by(_ALERT.c.created_at.desc(), _ALERT.c.id.desc()).limit(1))
+            connection.execute(
+                select(alert_table).order_by(alert_table.c.created_at.desc(), alert_table.c.id.desc()).limit(1)
+            )
             .mappings()
             .first()
         )
@@ -91,7 +91,7 @@ def last_alert() -> LastAlert | None:
 
 def send_pending() -> None:
     """Send every alert that is due (this process's, or one a process that ended left behind)."""
-    url = str(current_app.config.get("ALERT_WEBHOOK_URL") or "")
+    url = str(runtime.current().config.get("ALERT_WEBHOOK_URL") or "")
     if not url:
         return
     with _sending:  # one sender per process: an alert is never posted twice by it
@@ -99,15 +99,14 @@ def send_pending() -> None:
             _post(url, row)
 
 
-def start_sending(app: Flask | None = None) -> threading.Thread | None:
+def start_sending() -> threading.Thread | None:
     """Send the due alerts from a thread of its own; None when no webhook is configured."""
-    # The app itself, not the proxy, goes to the thread (Flask's documented way to hand it over).
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    if not app.config.get("ALERT_WEBHOOK_URL"):
+    state = runtime.current()  # a thread starts without it
+    if not state.config.get("ALERT_WEBHOOK_URL"):
         return None
 
     def run() -> None:
-        with app.app_context():
+        with runtime.using(state):
             send_pending()
 
     thread = threading.Thread(target=run, name="settings-ui-alerts", daemon=True)
@@ -135,17 +134,18 @@ def _raise(event: str, since: datetime | None, report: Report, recipients: list[
         "queued": queued,
         "text": text,
     }
+    webhook = runtime.current().config.get("ALERT_WEBHOOK_URL")
     with database.engine().begin() as connection:
-        connection.execute(delete(_ALERT).where(_ALERT.c.created_at < now - KEEP))
+        connection.execute(delete(alert_table).where(alert_table.c.created_at < now - KEEP))
         connection.execute(
-            insert(_ALERT).values(
+            insert(alert_table).values(
                 event=event,
                 created_at=now,
                 since=since,
                 payload=json.dumps(payload),
                 attempts=0,
-                next_try_at=now if current_app.config.get("ALERT_WEBHOOK_URL") else None,
-                last_result="" if current_app.config.get("ALERT_WEBHOOK_URL") else "not sent: no ALERT_WEBHOOK_URL",
+                next_try_at=now if webhook else None,
+                last_result="" if webhook else "not sent: no ALERT_WEBHOOK_URL",
             )
         )
     start_sending()
@@ -156,9 +156,9 @@ def _next_due() -> dict[str, Any] | None:
     with database.engine().begin() as connection:
         row = (
             connection.execute(
-                select(_ALERT)
-                .where(_ALERT.c.next_try_at.is_not(None), _ALERT.c.next_try_at <= now)
-                .order_by(_ALERT.c.id)
+                select(alert_table)
+                .where(alert_table.c.next_try_at.is_not(None), alert_table.c.next_try_at <= now)
+                .order_by(alert_table.c.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
             )
@@ -169,8 +169,8 @@ def _next_due() -> dict[str, Any] | None:
             return None
         # Taken for the length of one POST; another process finds it due again only if this one dies.
         connection.execute(
-            update(_ALERT)
-            .where(_ALERT.c.id == row["id"])
+            update(alert_table)
+            .where(alert_table.c.id == row["id"])
             .values(next_try_at=now + timedelta(seconds=POST_TIMEOUT * 2), attempts=row["attempts"] + 1)
         )
     return dict(row) | {"attempts": row["attempts"] + 1}
@@ -185,7 +185,7 @@ def _post(url: str, row: dict[str, Any]) -> None:
             row["payload"].encode(),
             {"Content-Type": "application/json"},
             timeout=POST_TIMEOUT,
-            ca_file=current_app.config.get("SMTP_CA_FILE") or None,
+            ca_file=runtime.current().config.get("SMTP_CA_FILE") or None,
         )
         delivered = 200 <= answer.status < 300
         result = f"HTTP {answer.status}"
@@ -196,8 +196,8 @@ def _post(url: str, row: dict[str, Any]) -> None:
     tries_left = row["attempts"] < TRIES
     with database.engine().begin() as connection:
         connection.execute(
-            update(_ALERT)
-            .where(_ALERT.c.id == row["id"])
+            update(alert_table)
+            .where(alert_table.c.id == row["id"])
             .values(
                 delivered_at=now if delivered else None,
                 next_try_at=None if delivered or not tries_left else now + _RETRY_AFTER[row["attempts"] - 1],
@@ -205,7 +205,7 @@ def _post(url: str, row: dict[str, Any]) -> None:
             )
         )
     if not delivered and tries_left:
-        current_app.logger.warning("The alert webhook %s: %s; it will be tried again.", _where(url), result)
+        runtime.current().logger.warning("The alert webhook %s: %s; it will be tried again.", _where(url), result)
 
 
 def _where(url: str) -> str:

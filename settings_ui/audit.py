@@ -46,11 +46,10 @@ FOLD_WINDOW = timedelta(minutes=10)
 """Failed sign-ins this close together are one row of the panel, however many addresses they came from."""
 """Actions about who got in, shown apart from the settings' own history."""
 
-_EVENTS = audit_event_table
-_IS_SIGN_IN = or_(*(_EVENTS.c.action == action for action in SIGN_IN_ACTIONS))
-_CHANGES = select(_EVENTS).where(not_(_IS_SIGN_IN)).order_by(_EVENTS.c.id.desc())
-_SIGN_INS = select(_EVENTS).where(_IS_SIGN_IN).order_by(_EVENTS.c.id.desc())
-_INSERT = insert(_EVENTS)
+_IS_SIGN_IN = or_(*(audit_event_table.c.action == action for action in SIGN_IN_ACTIONS))
+_CHANGES = select(audit_event_table).where(not_(_IS_SIGN_IN)).order_by(audit_event_table.c.id.desc())
+_SIGN_INS = select(audit_event_table).where(_IS_SIGN_IN).order_by(audit_event_table.c.id.desc())
+_INSERT = insert(audit_event_table)
 
 
 def add(connection: Connection, action: str, actor: Actor, detail: str = "", at: datetime | None = None) -> None:

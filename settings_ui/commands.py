@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import email.policy
+import copy
 import fcntl
 import json
 import re
@@ -12,11 +12,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from email.errors import MissingHeaderBodySeparatorDefect
-from email.message import EmailMessage
-from email.parser import BytesParser
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from alembic import command as alembic_command
@@ -36,8 +33,9 @@ from . import (
     outbox,
     password_file,
     rules,
+    runtime,
     schema,
-    sending,
+    sendmail,
     testmail,
 )
 from .audit import Actor
@@ -90,14 +88,15 @@ def rotate_key() -> None:
             else "No password is stored; nothing to re-encrypt."
         )
         return
-    old_keys = crypto.load_keys(app)
+    instance = runtime.current().instance_path
+    old_keys = crypto.load_keys(app.config, instance)
     new_key = Fernet.generate_key().decode()
     # Keep the old keys until the password is re-encrypted, so a crash in between loses nothing.
-    crypto.write_key_file(app, [new_key, *old_keys])
+    crypto.write_key_file([new_key, *old_keys])
     rotated = operations.rotate_encryption()
-    crypto.write_key_file(app, [new_key])
+    crypto.write_key_file([new_key])
     click.echo(
-        f"New encryption key written to {crypto.key_file(app)}"
+        f"New encryption key written to {crypto.key_file(instance)}"
         + ("; the stored password was re-encrypted under it." if rotated else "; no password was stored.")
     )
 
@@ -289,84 +288,16 @@ def _result(ok: bool, waited: bool) -> str:
     return "ok" if ok else "FAIL" if waited else "skip"  # skip: a better choice had already answered
 
 
-# sendmail's exit statuses (sysexits.h), as programs that call sendmail expect them.
-EX_OK, EX_USAGE, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 69, 75, 78
+def _in_app_context(command: click.Command) -> click.Command:
+    """``command`` run in the app's context, like the group's own commands (the `flask` command
+    pushes one for them, a test's CLI runner does not)."""
+    assert command.callback is not None
+    in_app = copy.copy(command)
+    in_app.callback = with_appcontext(command.callback)
+    return in_app
 
 
-class _SendmailUsageError(click.UsageError):
-    exit_code = EX_USAGE
-
-
-class _SendmailCommand(click.Command):
-    """A command line that sendmail's callers can read: a usage error exits 64, not click's 2."""
-
-    def make_context(
-        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
-    ) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent, **extra)
-        except click.UsageError as error:
-            raise _SendmailUsageError(error.message, error.ctx) from None
-
-
-@email_settings.command("sendmail", cls=_SendmailCommand, context_settings={"ignore_unknown_options": False})
-@click.option("-t", "from_headers", is_flag=True, help="take the recipients from To, Cc and Bcc (Bcc is removed)")
-@click.option("-f", "envelope_sender", metavar="ADDR", help="the envelope sender (default: from_email)")
-@click.option(
-    "-i", "ignore_dots", is_flag=True, hidden=True, help="accepted for compatibility: a lone dot never ends input"
-)
-@click.option(
-    "-o",
-    "sendmail_options",
-    multiple=True,
-    help="sendmail's -oX options: -odi delivers now or fails (exit 75) instead of queueing; the others are ignored",
-)
-@click.argument("recipients", nargs=-1)
-def sendmail_command(
-    from_headers: bool,
-    envelope_sender: str | None,
-    ignore_dots: bool,
-    sendmail_options: tuple[str, ...],
-    recipients: tuple[str, ...],
-) -> None:
-    """Send the RFC 5322 message on standard input through the stored settings (a sendmail-compatible
-    subset). Exit 0 when accepted, 75 on a temporary failure, 69 on a permanent one, 65 for a message
-    that cannot be sent as given, 78 when the settings are incomplete."""
-    limit = int(current_app.config["SENDMAIL_MAX_MESSAGE_BYTES"])
-    data = sys.stdin.buffer.read(limit + 1)
-    if len(data) > limit:
-        _exit(EX_DATAERR, f"The message is larger than SENDMAIL_MAX_MESSAGE_BYTES ({limit} bytes): nothing was sent.")
-    message = BytesParser(EmailMessage, policy=email.policy.default).parsebytes(data)
-    if (
-        not data.strip()
-        or not message.keys()
-        or any(isinstance(defect, MissingHeaderBodySeparatorDefect) for defect in message.defects)
-    ):
-        _exit(EX_DATAERR, "The message on standard input cannot be parsed as an email (RFC 5322): nothing was sent.")
-    try:
-        delivery = sending.deliver(
-            message,
-            recipients,
-            take_recipients_from_headers=from_headers,
-            envelope_sender=envelope_sender,
-            surface="sendmail",
-            # -odi (deliver interactively): now or not at all, the exit status says which.
-            queue_on_failure="di" not in sendmail_options,
-        )
-    except sending.UnusableMessageError as problem:
-        _exit(EX_DATAERR, f"The message was not sent: {problem}.")
-    alerts.send_pending()  # an alert this send raised, before the process ends (each POST is time-bound)
-    if delivery.configuration_problem:
-        _exit(EX_CONFIG, delivery.message)
-    if delivery.queued is not None:  # a queued message is accepted, as Postfix's sendmail has it
-        _exit(EX_OK, f"Queued, not sent yet: {delivery.message}")
-    if not delivery.sent:
-        _exit(EX_TEMPFAIL if delivery.temporary else EX_UNAVAILABLE, delivery.message)
-
-
-def _exit(status: int, reason: str) -> NoReturn:
-    click.echo(as_set_here(reason), err=True)
-    raise click.exceptions.Exit(status)
+email_settings.add_command(_in_app_context(sendmail.command))
 
 
 @email_settings.group("outbox")
@@ -420,15 +351,6 @@ def _one_runner_on_sqlite() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def sendmail_main() -> None:
-    """The ``settings-ui-sendmail`` console script: sendmail for programs that call one."""
-    from . import create_app
-
-    app = create_app()
-    with app.app_context():
-        sendmail_command.main(prog_name="settings-ui-sendmail")
 
 
 PASSPHRASE_MIN_LENGTH = 12

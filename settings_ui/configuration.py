@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import current_app
-
 DEFAULTS: dict[str, Any] = {
     "SMTP_TIMEOUT": 10,
     "SMTP_TLS_MINIMUM": "TLSv1.2",  # the oldest TLS version spoken to an SMTP server
@@ -40,13 +38,17 @@ _KEY = re.compile(r"\b(" + "|".join(sorted(KEYS, key=len, reverse=True)) + r")\b
 def as_set_here(text: str) -> str:
     """``text`` with each configuration key named as it is set in this app: the environment
     variable when the app reads one (``SETTINGS_UI_SMTP_CA_FILE``), else the key itself."""
-    prefix = current_app.extensions["settings_ui"].environment_prefix
+    from .runtime import current  # runtime reads this module
+
+    prefix = current().environment_prefix
     return _KEY.sub(lambda key: prefix + key.group(0), text) if prefix else text
 
 
 def set_with(key: str) -> str:
     """How an administrator sets ``key`` in this app, in a few words."""
-    prefix = current_app.extensions["settings_ui"].environment_prefix
+    from .runtime import current
+
+    prefix = current().environment_prefix
     if prefix:
         return f"set with {prefix}{key} in the environment, or {key} in instance/config.py"
     return f"set with {key} in the application's configuration"

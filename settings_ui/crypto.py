@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from flask import Flask, current_app
 
+from . import runtime
 from .instance_files import read_or_create
 
 KEY_FILE_NAME = "encryption.key"
@@ -24,29 +26,29 @@ class UndecryptablePasswordError(Exception):
     """The stored password was encrypted under a key this server does not have."""
 
 
-def load_keys(app: Flask) -> list[str]:
-    configured = app.config.get("SETTINGS_ENCRYPTION_KEY")
+def load_keys(config: Mapping[str, Any], instance_path: Path) -> list[str]:
+    configured = config.get("SETTINGS_ENCRYPTION_KEY")
     if configured:
         text = str(configured).replace(",", "\n")
     else:
-        text = read_or_create(key_file(app), lambda: Fernet.generate_key().decode())
+        text = read_or_create(key_file(instance_path), lambda: Fernet.generate_key().decode())
     keys = [line.strip() for line in text.splitlines() if line.strip()]
     for key in keys:
         Fernet(key)  # fails at start-up, not at the first save, on a malformed key
     return keys
 
 
-def key_file(app: Flask) -> Path:
-    return Path(app.instance_path) / KEY_FILE_NAME
+def key_file(instance_path: Path) -> Path:
+    return instance_path / KEY_FILE_NAME
+
+
+def cipher(config: Mapping[str, Any], instance_path: Path) -> MultiFernet:
+    """The configured keys (or the instance's key file, created on first use) as one cipher."""
+    return MultiFernet([Fernet(key) for key in load_keys(config, instance_path)])
 
 
 def _cipher() -> MultiFernet:
-    cipher: MultiFernet = current_app.extensions["settings_ui.cipher"]
-    return cipher
-
-
-def install(app: Flask) -> None:
-    app.extensions["settings_ui.cipher"] = MultiFernet([Fernet(k) for k in load_keys(app)])
+    return runtime.current().cipher
 
 
 def encrypt(password: str) -> str:
@@ -84,9 +86,10 @@ def rotate(token: str) -> str:
         raise UndecryptablePasswordError(UNDECRYPTABLE) from None
 
 
-def write_key_file(app: Flask, keys: list[str]) -> None:
+def write_key_file(keys: list[str]) -> None:
     """Replace the key file atomically, mode 0600, and use its keys from now on."""
-    path = key_file(app)
+    state = runtime.current()
+    path = key_file(state.instance_path)
     temporary = path.with_suffix(".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
@@ -94,7 +97,7 @@ def write_key_file(app: Flask, keys: list[str]) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
-    install(app)
+    state.cipher = cipher(state.config, state.instance_path)
 
 
 def encrypt_with_passphrase(secret: str, passphrase: str) -> dict[str, str]:

@@ -2,31 +2,34 @@
 
 settings-ui may live inside a product that has its own Flask-SQLAlchemy (only one can be
 registered on an app) and its own Alembic history, so it keeps a plain SQLAlchemy engine on the
-app (``app.extensions``) and records its migrations in a version table of its own. Every query
+app's runtime (``app.extensions``) and records its migrations in a version table of its own. Every query
 is a Core statement on a connection from :func:`engine`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import schema
+from . import runtime, schema
 from .instance_files import create_private_file
 from .models import SETTINGS_ROW_ID, settings_table
 
-_ENGINE = "settings_ui.engine"
 _ROW_EXISTS = select(settings_table.c.id).where(settings_table.c.id == SETTINGS_ROW_ID)
 
 
-def init_app(app: Flask, uri: str) -> None:
-    """Connect to ``uri``, bring the tables up to date and make sure the settings row exists."""
-    engine = create_engine(uri, **_engine_options(uri, app.config))
-    app.extensions[_ENGINE] = engine
+def connect(config: Mapping[str, Any], instance_path: Path) -> Engine:
+    """An engine on ``EMAIL_SETTINGS_DATABASE_URI``, its tables up to date and the settings row there.
+
+    A database already at the newest revision costs one read of its version table: no migration
+    tool is loaded (sendmail connects once per message).
+    """
+    uri = str(config["EMAIL_SETTINGS_DATABASE_URI"])
+    engine = create_engine(uri, **_engine_options(uri, config))
     if engine.dialect.name == "sqlite":
         if engine.url.database and engine.url.database != ":memory:":
             create_private_file(Path(engine.url.database))
@@ -34,16 +37,19 @@ def init_app(app: Flask, uri: str) -> None:
         # the database file, so once is enough (not on every new connection).
         with engine.connect() as connection:
             connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-    schema.upgrade_database(engine, Path(app.instance_path))
+    if not schema.is_current(engine):
+        schema.upgrade_database(engine, instance_path)
     from .operations import ensure_row  # operations reads through this module
 
-    with app.app_context():
-        ensure_row()
+    ensure_row(engine)
+    return engine
 
 
 def engine() -> Engine:
     """The current app's settings-ui engine."""
-    found: Engine = current_app.extensions[_ENGINE]
+    found = runtime.current().engine
+    if found is None:
+        raise RuntimeError("settings-ui's database is not connected yet")
     return found
 
 
@@ -53,12 +59,12 @@ def state() -> str:
         with engine().connect() as connection:
             found = connection.execute(_ROW_EXISTS).first()
     except SQLAlchemyError as error:
-        current_app.logger.error("Health check: the database is unavailable: %s", type(error).__name__)
+        runtime.current().logger.error("Health check: the database is unavailable: %s", type(error).__name__)
         return "unreachable"
     return "ok" if found is not None else "settings table is empty"
 
 
-def _engine_options(uri: str, config: Any) -> dict[str, Any]:
+def _engine_options(uri: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """Connection pool and driver options for the configured database."""
     # A statement's values can hold the encrypted password: never in an error or a log line.
     options: dict[str, Any] = {"hide_parameters": True}

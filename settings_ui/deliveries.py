@@ -32,9 +32,6 @@ BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10_000, 30_000)
 _INFINITY = -1
 _COUNT_ROW = 0
 
-_DELIVERY = delivery_table
-_TOTAL = delivery_total_table
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -75,7 +72,7 @@ def record(surface: str, report: Report, recipients: Iterable[str], smtp_host: s
     failed_step = "" if report.sent else report.failed_step or ""
     with database.engine().begin() as connection:
         connection.execute(
-            insert(_DELIVERY).values(
+            insert(delivery_table).values(
                 at=now,
                 surface=surface,
                 recipients=len(addresses),
@@ -113,46 +110,50 @@ def without(addresses: list[str], text: str) -> str:
 
 def _add(connection: Connection, key: dict[str, Any], elapsed_ms: int) -> None:
     """Add one delivery to a running total, creating it the first time (another process may race us)."""
-    where = [_TOTAL.c[name] == value for name, value in key.items()]
-    increment = update(_TOTAL).where(*where).values(count=_TOTAL.c.count + 1, sum_ms=_TOTAL.c.sum_ms + elapsed_ms)
+    where = [delivery_total_table.c[name] == value for name, value in key.items()]
+    increment = (
+        update(delivery_total_table)
+        .where(*where)
+        .values(count=delivery_total_table.c.count + 1, sum_ms=delivery_total_table.c.sum_ms + elapsed_ms)
+    )
     if connection.execute(increment).rowcount:
         return
     try:
         with connection.begin_nested():
-            connection.execute(insert(_TOTAL).values(**key, count=1, sum_ms=elapsed_ms))
+            connection.execute(insert(delivery_total_table).values(**key, count=1, sum_ms=elapsed_ms))
     except IntegrityError:  # created meanwhile by another writer: add to theirs
         connection.execute(increment)
 
 
 def _prune(connection: Connection, now: datetime) -> None:
-    connection.execute(delete(_DELIVERY).where(_DELIVERY.c.at < now - timedelta(days=KEEP_DAYS)))
+    connection.execute(delete(delivery_table).where(delivery_table.c.at < now - timedelta(days=KEEP_DAYS)))
     cutoff = connection.execute(
-        select(_DELIVERY.c.id).order_by(_DELIVERY.c.id.desc()).offset(KEEP_ROWS).limit(1)
+        select(delivery_table.c.id).order_by(delivery_table.c.id.desc()).offset(KEEP_ROWS).limit(1)
     ).scalar()
     if cutoff is not None:
-        connection.execute(delete(_DELIVERY).where(_DELIVERY.c.id <= cutoff))
+        connection.execute(delete(delivery_table).where(delivery_table.c.id <= cutoff))
 
 
 def status() -> Status:
     """The figures of the "Mail delivery" panel."""
     now = datetime.now(UTC)
     with database.engine().connect() as connection:
-        last_success = _last(connection, _DELIVERY.c.sent.is_(True))
-        last_failure = _last(connection, _DELIVERY.c.sent.is_(False))
-        real = _DELIVERY.c.surface != "test"
-        recent = _DELIVERY.c.at >= now - timedelta(hours=24)
+        last_success = _last(connection, delivery_table.c.sent.is_(True))
+        last_failure = _last(connection, delivery_table.c.sent.is_(False))
+        real = delivery_table.c.surface != "test"
+        recent = delivery_table.c.at >= now - timedelta(hours=24)
         counts: dict[bool, int] = dict(
             connection.execute(
-                select(_DELIVERY.c.sent, func.count()).where(recent, real).group_by(_DELIVERY.c.sent)
+                select(delivery_table.c.sent, func.count()).where(recent, real).group_by(delivery_table.c.sent)
             ).all()
         )
-        tests = connection.execute(select(func.count()).where(recent, _DELIVERY.c.surface == "test")).scalar_one()
+        tests = connection.execute(select(func.count()).where(recent, delivery_table.c.surface == "test")).scalar_one()
         last_real = _last(connection, real)
         failing_since = None
         if last_real is not None and not last_real._sent:
-            since = (_DELIVERY.c.at > last_success.at) if last_success else true()
+            since = (delivery_table.c.at > last_success.at) if last_success else true()
             first = connection.execute(
-                select(func.min(_DELIVERY.c.at)).where(real, _DELIVERY.c.sent.is_(False), since)
+                select(func.min(delivery_table.c.at)).where(real, delivery_table.c.sent.is_(False), since)
             ).scalar()
             failing_since = as_utc(first) if first else None
     return Status(last_success, last_failure, counts.get(True, 0), counts.get(False, 0), int(tests), failing_since)
@@ -161,7 +162,10 @@ def status() -> Status:
 def _last(connection: Connection, condition: Any) -> Outcome | None:
     row = (
         connection.execute(
-            select(_DELIVERY).where(condition).order_by(_DELIVERY.c.at.desc(), _DELIVERY.c.id.desc()).limit(1)
+            select(delivery_table)
+            .where(condition)
+            .order_by(delivery_table.c.at.desc(), delivery_table.c.id.desc())
+            .limit(1)
         )
         .mappings()
         .first()
@@ -182,4 +186,4 @@ def _last(connection: Connection, condition: Any) -> Outcome | None:
 def totals() -> list[dict[str, Any]]:
     """Every running total, for /metrics."""
     with database.engine().connect() as connection:
-        return [dict(row) for row in connection.execute(select(_TOTAL)).mappings()]
+        return [dict(row) for row in connection.execute(select(delivery_total_table)).mappings()]

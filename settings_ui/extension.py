@@ -1,7 +1,8 @@
 """settings-ui as a Flask extension: ``EmailSettings(app, url_prefix=..., authorize=...)``.
 
 It follows Flask-Mail's and Flask-Login's shape: created unbound or with the app, ``init_app``
-reads the app's configuration once and keeps its state in ``app.extensions``. It mounts the page,
+reads the app's configuration once and keeps its state (a :class:`~settings_ui.runtime.Runtime`)
+in ``app.extensions``. It mounts the page,
 the API, ``/metrics`` and the static files under ``url_prefix`` and leaves the rest of the app
 as it is: its sign-in, its sessions, its CSRF protection, its database and migrations.
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import commands, crypto, database, targets, web
+from . import commands, crypto, database, runtime, targets, web
 from .configuration import DEFAULTS
 from .web.auth import Authorize
 
@@ -56,9 +57,16 @@ class EmailSettings:
             app.config.setdefault(key, value)
         default_database = f"sqlite:///{Path(app.instance_path) / 'settings_ui.db'}"
         app.config.setdefault("EMAIL_SETTINGS_DATABASE_URI", default_database)
-        app.extensions["settings_ui"] = self
-        crypto.install(app)
-        targets.init_app(app)
+        instance = Path(app.instance_path)
+        state = runtime.Runtime(
+            config=app.config,
+            instance_path=instance,
+            environment_prefix=self.environment_prefix,
+            logger=app.logger,
+            cipher=crypto.cipher(app.config, instance),
+            running_tests=targets.places(app.config),
+        )
+        app.extensions["settings_ui"] = state
         commands.init_app(app)
         web.init_app(app, url_prefix=prefix, authorize=authorize or self.authorize)
-        database.init_app(app, str(app.config["EMAIL_SETTINGS_DATABASE_URI"]))
+        state.engine = database.connect(app.config, instance)

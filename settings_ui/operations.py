@@ -49,12 +49,13 @@ SECRET_NAMES = {
 Row = dict[str, Any]
 """The settings row as read from the database, column by column."""
 
-_TABLE = settings_table
-_SELECT_ROW = select(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID)
+_SELECT_ROW = select(settings_table).where(settings_table.c.id == SETTINGS_ROW_ID)
 _LOCK_ROW = _SELECT_ROW.with_for_update()
 # Built once, with the values given at execution: SQLAlchemy then finds the compiled form in
 # its cache instead of building and coercing a new statement per write.
-_UPDATE_ROW = update(_TABLE).where(_TABLE.c.id == SETTINGS_ROW_ID, _TABLE.c.version == bindparam("read_version"))
+_UPDATE_ROW = update(settings_table).where(
+    settings_table.c.id == SETTINGS_ROW_ID, settings_table.c.version == bindparam("read_version")
+)
 _UNCONFIGURED_ROW: Row = {**fields.UNCONFIGURED, **{fields.encrypted_column(name): None for name in fields.SECRETS}}
 _WRITE_LOCK = threading.Lock()
 
@@ -413,17 +414,17 @@ def load_row() -> Row:
 def _read_row(connection: Connection) -> Row:
     row = connection.execute(_SELECT_ROW).mappings().first()
     if row is None:  # the row was removed behind our back
-        ensure_row()
+        ensure_row(database.engine())
         row = connection.execute(_SELECT_ROW).mappings().one()
     return dict(row)
 
 
-def ensure_row() -> None:
+def ensure_row(engine: Engine) -> None:
     """Create the single settings row if it is missing (a new database)."""
     try:
-        with database.engine().begin() as connection:
+        with engine.begin() as connection:
             if connection.execute(_SELECT_ROW).first() is None:
-                connection.execute(insert(_TABLE).values(id=SETTINGS_ROW_ID, version=0, **_UNCONFIGURED_ROW))
+                connection.execute(insert(settings_table).values(id=SETTINGS_ROW_ID, version=0, **_UNCONFIGURED_ROW))
     except IntegrityError:  # another process created it first
         pass
 

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from flask import current_app
 from sqlalchemy import delete, func, insert, or_, select, update
 
-from . import alerts, audit, crypto, database, deliveries, smtp, targets
+from . import alerts, audit, crypto, database, deliveries, runtime, smtp, targets
 from .audit import SYSTEM, as_utc
 from .errors import SettingsError
 from .models import outbox_message_table
@@ -40,8 +39,6 @@ MAXIMAL_BACKOFF = 4000
 """Seconds between attempts: Postfix's minimal_backoff_time and maximal_backoff_time."""
 _CLAIM_MARGIN = 30.0
 """Seconds a claim outlasts the longest delivery (SMTP_TIMEOUT)."""
-
-_OUTBOX = outbox_message_table
 
 
 def backoff(attempts: int) -> timedelta:
@@ -105,7 +102,7 @@ def queue(mail: smtp.Mail, report: smtp.Report, surface: str) -> int:
     with database.engine().begin() as connection:
         return int(
             connection.execute(
-                insert(_OUTBOX)
+                insert(outbox_message_table)
                 .values(
                     queued_at=now,
                     surface=surface,
@@ -117,7 +114,7 @@ def queue(mail: smtp.Mail, report: smtp.Report, surface: str) -> int:
                     size=len(mail.content),
                     envelope_encrypted=crypto.encrypt(json.dumps(envelope)),
                 )
-                .returning(_OUTBOX.c.id)
+                .returning(outbox_message_table.c.id)
             ).scalar_one()
         )
 
@@ -129,7 +126,9 @@ def listing() -> Listing:
 def messages() -> list[Queued]:
     """Every queued message, the oldest first."""
     with database.engine().connect() as connection:
-        rows = connection.execute(select(_OUTBOX).order_by(_OUTBOX.c.queued_at, _OUTBOX.c.id)).mappings()
+        rows = connection.execute(
+            select(outbox_message_table).order_by(outbox_message_table.c.queued_at, outbox_message_table.c.id)
+        ).mappings()
         return [
             Queued(
                 row["id"],
@@ -196,7 +195,9 @@ def drop(message_id: int | None, actor: audit.Actor = SYSTEM) -> Dropped:
     now = datetime.now(UTC)
     with database.engine().begin() as connection:
         dropped = connection.execute(
-            delete(_OUTBOX).where(_OUTBOX.c.id == message_id, _unclaimed(now)).returning(_OUTBOX.c.id)
+            delete(outbox_message_table)
+            .where(outbox_message_table.c.id == message_id, _unclaimed(now))
+            .returning(outbox_message_table.c.id)
         ).first()
         if dropped is not None:
             audit.add(connection, "outbox message dropped", actor, f"message {message_id}, unsent")
@@ -218,10 +219,14 @@ class Summary:
 def summary() -> Summary:
     with database.engine().connect() as connection:
         count, oldest, next_at = connection.execute(
-            select(func.count(), func.min(_OUTBOX.c.queued_at), func.min(_OUTBOX.c.next_attempt_at))
+            select(
+                func.count(),
+                func.min(outbox_message_table.c.queued_at),
+                func.min(outbox_message_table.c.next_attempt_at),
+            )
         ).one()
         last_error = connection.execute(
-            select(_OUTBOX.c.last_error).order_by(_OUTBOX.c.next_attempt_at.desc()).limit(1)
+            select(outbox_message_table.c.last_error).order_by(outbox_message_table.c.next_attempt_at.desc()).limit(1)
         ).scalar()
     return Summary(
         int(count), as_utc(oldest) if oldest else None, as_utc(next_at) if next_at else None, last_error or ""
@@ -237,33 +242,42 @@ _BUSY = "Another runner is delivering this message right now."
 
 
 def _unclaimed(now: datetime) -> Any:
-    return or_(_OUTBOX.c.claimed_until.is_(None), _OUTBOX.c.claimed_until < now)
+    return or_(outbox_message_table.c.claimed_until.is_(None), outbox_message_table.c.claimed_until < now)
 
 
 def _exists(message_id: int) -> bool:
     with database.engine().connect() as connection:
-        return connection.execute(select(_OUTBOX.c.id).where(_OUTBOX.c.id == message_id)).first() is not None
+        return (
+            connection.execute(select(outbox_message_table.c.id).where(outbox_message_table.c.id == message_id)).first()
+            is not None
+        )
 
 
 def _claim(*, due_only: bool, message_id: int | None = None) -> dict[str, Any] | None:
     """Take one message to deliver, or None: the next due one (``due_only``), or the one ``message_id``.
     Nobody else takes it until the claim is released or expires."""
     now = datetime.now(UTC)
-    claim_until = now + timedelta(seconds=float(current_app.config["SMTP_TIMEOUT"]) + _CLAIM_MARGIN)
-    query = select(_OUTBOX).where(_unclaimed(now))
+    claim_until = now + timedelta(seconds=float(runtime.current().config["SMTP_TIMEOUT"]) + _CLAIM_MARGIN)
+    query = select(outbox_message_table).where(_unclaimed(now))
     if due_only:
-        query = query.where(_OUTBOX.c.next_attempt_at <= now)
+        query = query.where(outbox_message_table.c.next_attempt_at <= now)
     if message_id is not None:
-        query = query.where(_OUTBOX.c.id == message_id)
+        query = query.where(outbox_message_table.c.id == message_id)
     # PostgreSQL: a row another runner is claiming is skipped, not waited for (SQLite has no row locks:
     # its one writer at a time, and the claim's condition below, keep two runners apart).
-    query = query.order_by(_OUTBOX.c.next_attempt_at, _OUTBOX.c.id).limit(1).with_for_update(skip_locked=True)
+    query = (
+        query.order_by(outbox_message_table.c.next_attempt_at, outbox_message_table.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
     with database.engine().begin() as connection:
         row = connection.execute(query).mappings().first()
         if row is None:
             return None
         claimed = connection.execute(
-            update(_OUTBOX).where(_OUTBOX.c.id == row["id"], _unclaimed(now)).values(claimed_until=claim_until)
+            update(outbox_message_table)
+            .where(outbox_message_table.c.id == row["id"], _unclaimed(now))
+            .values(claimed_until=claim_until)
         ).rowcount
     return dict(row) if claimed == 1 else None
 
@@ -284,9 +298,9 @@ def _attempt(row: dict[str, Any]) -> Attempt:
     alerts.after_delivery(report, list(recipients))
     if report.sent:
         with database.engine().begin() as connection:
-            connection.execute(delete(_OUTBOX).where(_OUTBOX.c.id == row["id"]))
+            connection.execute(delete(outbox_message_table).where(outbox_message_table.c.id == row["id"]))
         return Attempt(row["id"], "sent", report.message)
-    too_old = now - as_utc(row["queued_at"]) >= timedelta(seconds=float(current_app.config["OUTBOX_MAX_AGE"]))
+    too_old = now - as_utc(row["queued_at"]) >= timedelta(seconds=float(runtime.current().config["OUTBOX_MAX_AGE"]))
     if report.temporary and not too_old:
         return _again(row, now, report.cause or report.message, report.failed_step or "", list(recipients))
     return _bounce(row, report, too_old, list(recipients))
@@ -297,8 +311,8 @@ def _again(row: dict[str, Any], now: datetime, error: str, failed_step: str, rec
     next_at = now + backoff(attempts)
     with database.engine().begin() as connection:
         connection.execute(
-            update(_OUTBOX)
-            .where(_OUTBOX.c.id == row["id"])
+            update(outbox_message_table)
+            .where(outbox_message_table.c.id == row["id"])
             .values(
                 attempts=attempts,
                 next_attempt_at=next_at,
@@ -318,7 +332,7 @@ def _bounce(row: dict[str, Any], report: smtp.Report, too_old: bool, recipients:
         else f"a permanent failure: {why}"
     )
     with database.engine().begin() as connection:
-        connection.execute(delete(_OUTBOX).where(_OUTBOX.c.id == row["id"]))
+        connection.execute(delete(outbox_message_table).where(outbox_message_table.c.id == row["id"]))
         audit.add(connection, "outbox message bounced", SYSTEM, f"message {row['id']}: {reason}")
     alerts.bounced(report, recipients, reason)
     return Attempt(row["id"], "bounced", f"The message bounced, {reason}")

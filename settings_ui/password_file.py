@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-from flask import current_app
+from . import runtime
 
 _MAX_SIZE = 4096
 MANAGED_OUTSIDE = "the password comes from SMTP_PASSWORD_FILE, managed outside the application"
@@ -23,7 +23,7 @@ class PasswordFileError(Exception):
 
 def configured() -> Path | None:
     """The password file of the current app's configuration, if one is set."""
-    path = current_app.config.get("SMTP_PASSWORD_FILE")
+    path = runtime.current().config.get("SMTP_PASSWORD_FILE")
     return Path(path) if path else None
 
 

@@ -19,12 +19,11 @@ from email.policy import default as default_policy
 from email.utils import format_datetime, formataddr, getaddresses, make_msgid
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app
-
-from . import alerts, deliveries, outbox, rules, smtp, targets
+from . import alerts, deliveries, outbox, rules, runtime, smtp, targets
 from .errors import SettingsError
 
 if TYPE_CHECKING:
+    from flask import Flask
     from flask_mail import Message as FlaskMailMessage
 
 
@@ -131,7 +130,7 @@ def deliver(
     alerts.after_delivery(report, addresses)  # after queueing: the alert counts the outbox
     if queued is not None:
         first_retry = outbox.backoff(1).seconds // 60
-        for_up_to = _days(current_app.config["OUTBOX_MAX_AGE"])
+        for_up_to = _days(runtime.current().config["OUTBOX_MAX_AGE"])
         said = (
             f"{report.message} The message was put in the outbox (message {queued}) and will be tried again "
             f"from {first_retry} minutes on, for up to {for_up_to}."
@@ -176,5 +175,5 @@ def _complete(message: EmailMessage, from_email: str) -> None:
     if message["Date"] is None:
         message["Date"] = format_datetime(datetime.now(UTC))
     if message["Message-ID"] is None:
-        domain = from_email.rpartition("@")[2] or current_app.config.get("SMTP_EHLO_NAME") or socket.getfqdn()
+        domain = from_email.rpartition("@")[2] or runtime.current().config.get("SMTP_EHLO_NAME") or socket.getfqdn()
         message["Message-ID"] = make_msgid(domain=domain)

@@ -22,11 +22,9 @@ from werkzeug.security import check_password_hash
 from . import database
 from .models import admin_session_table, login_failure_table
 
-_FAILURES = login_failure_table
 CHECK_PATIENCE = 2.0
 """Seconds a sign-in waits for a free password check before it is answered 503: a crowd of wrong
 sign-ins never holds every worker thread."""
-_SESSIONS = admin_session_table
 
 
 def admin_configured(config: Any = None) -> bool:
@@ -78,7 +76,9 @@ class LoginThrottle:
         while True:
             now = time.time()
             with database.engine().connect() as connection:
-                row = connection.execute(select(_FAILURES).where(_FAILURES.c.address == address)).first()
+                row = connection.execute(
+                    select(login_failure_table).where(login_failure_table.c.address == address)
+                ).first()
             if row is not None and (wait := self._wait(row.failures, row.last_at, now)):
                 raise too_many(wait)
             if self._over_budget(now):
@@ -94,14 +94,18 @@ class LoginThrottle:
             time.sleep(0.05)
 
     def _over_budget(self, now: float) -> bool:
-        failing = select(func.count()).where(_FAILURES.c.failures > 0, _FAILURES.c.last_at > now - 60)
+        failing = select(func.count()).where(
+            login_failure_table.c.failures > 0, login_failure_table.c.last_at > now - 60
+        )
         with database.engine().connect() as connection:
             return int(connection.execute(failing).scalar_one()) >= self.failing_addresses_per_minute
 
     def abandon_check(self, address: str) -> None:
         """Release the lease without a verdict (the attempt could not be checked): nothing is counted."""
         with database.engine().begin() as connection:
-            connection.execute(update(_FAILURES).where(_FAILURES.c.address == address).values(checking_until=0.0))
+            connection.execute(
+                update(login_failure_table).where(login_failure_table.c.address == address).values(checking_until=0.0)
+            )
 
     def end_check(self, address: str, accepted: bool) -> None:
         """Release the lease: a right attempt clears the address, a wrong one is counted."""
@@ -110,14 +114,14 @@ class LoginThrottle:
             return
         with database.engine().begin() as connection:
             connection.execute(
-                update(_FAILURES)
-                .where(_FAILURES.c.address == address)
-                .values(failures=_FAILURES.c.failures + 1, last_at=time.time(), checking_until=0.0)
+                update(login_failure_table)
+                .where(login_failure_table.c.address == address)
+                .values(failures=login_failure_table.c.failures + 1, last_at=time.time(), checking_until=0.0)
             )
 
     def reset(self, address: str) -> None:
         with database.engine().begin() as connection:
-            connection.execute(delete(_FAILURES).where(_FAILURES.c.address == address))
+            connection.execute(delete(login_failure_table).where(login_failure_table.c.address == address))
 
     def _wait(self, failures: int, last_at: float, now: float) -> float:
         if failures < self.free_failures:
@@ -131,12 +135,15 @@ class LoginThrottle:
             with database.engine().begin() as connection:
                 if row is None:
                     values = {"address": address, "failures": 0, "last_at": now, "checking_until": until}
-                    connection.execute(insert(_FAILURES).values(**values))
+                    connection.execute(insert(login_failure_table).values(**values))
                     self._forget_old(connection, now)
                     return True
                 taken = connection.execute(
-                    update(_FAILURES)
-                    .where(_FAILURES.c.address == address, _FAILURES.c.checking_until == row.checking_until)
+                    update(login_failure_table)
+                    .where(
+                        login_failure_table.c.address == address,
+                        login_failure_table.c.checking_until == row.checking_until,
+                    )
                     .values(checking_until=until)
                 )
                 return taken.rowcount == 1
@@ -145,9 +152,15 @@ class LoginThrottle:
 
     def _forget_old(self, connection: Connection, now: float) -> None:
         # Bounded under a spray of addresses: the oldest go first, not everyone's count at once.
-        connection.execute(delete(_FAILURES).where(_FAILURES.c.last_at < now - self.forget_after))
-        newest = select(_FAILURES.c.address).order_by(_FAILURES.c.last_at.desc()).offset(self.max_addresses)
-        connection.execute(delete(_FAILURES).where(_FAILURES.c.address.in_(newest.scalar_subquery())))
+        connection.execute(delete(login_failure_table).where(login_failure_table.c.last_at < now - self.forget_after))
+        newest = (
+            select(login_failure_table.c.address)
+            .order_by(login_failure_table.c.last_at.desc())
+            .offset(self.max_addresses)
+        )
+        connection.execute(
+            delete(login_failure_table).where(login_failure_table.c.address.in_(newest.scalar_subquery()))
+        )
 
 
 class Credentials:
@@ -236,9 +249,11 @@ def open_admin_session() -> str:
     token = secrets.token_urlsafe(32)
     now = time.time()
     with database.engine().begin() as connection:
-        connection.execute(delete(_SESSIONS).where(_SESSIONS.c.created_at < now - _absolute_lifetime()))
         connection.execute(
-            insert(_SESSIONS).values(
+            delete(admin_session_table).where(admin_session_table.c.created_at < now - _absolute_lifetime())
+        )
+        connection.execute(
+            insert(admin_session_table).values(
                 id=_session_id(token),
                 username=str(current_app.config["ADMIN_USERNAME"]),
                 password_fingerprint=_password_fingerprint(),
@@ -250,7 +265,7 @@ def open_admin_session() -> str:
 
 def close_admin_session(token: str) -> None:
     with database.engine().begin() as connection:
-        connection.execute(delete(_SESSIONS).where(_SESSIONS.c.id == _session_id(token)))
+        connection.execute(delete(admin_session_table).where(admin_session_table.c.id == _session_id(token)))
 
 
 def admin_session_is_live(token: str) -> bool:
@@ -258,7 +273,9 @@ def admin_session_is_live(token: str) -> bool:
     ``SESSION_ABSOLUTE_LIFETIME``, and opened under the admin password configured now."""
     expected = str(current_app.config.get("ADMIN_USERNAME") or "")
     with database.engine().connect() as connection:
-        row = connection.execute(select(_SESSIONS).where(_SESSIONS.c.id == _session_id(token))).first()
+        row = connection.execute(
+            select(admin_session_table).where(admin_session_table.c.id == _session_id(token))
+        ).first()
     return (
         row is not None
         and row.username == expected

@@ -11,9 +11,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from flask import Flask, current_app
-
-from . import crypto, operations, password_file, rules, smtp
+from . import crypto, operations, password_file, rules, runtime, smtp
 from .errors import SettingsError
 from .operations import KEEP
 from .params import parse_params
@@ -32,14 +30,16 @@ class TooManyTestsError(SettingsError):
         )
 
 
-def init_app(app: Flask) -> None:
-    smtp_options(app.config)  # a wrong setting stops the start, not the first test
-    app.extensions["settings_ui.running_tests"] = threading.BoundedSemaphore(int(app.config["MAX_CONCURRENT_TESTS"]))
+def places(config: Mapping[str, Any]) -> threading.BoundedSemaphore:
+    """The MAX_CONCURRENT_TESTS places of a process (checking the SMTP options too: a wrong setting
+    stops the start, not the first test)."""
+    smtp_options(config)
+    return threading.BoundedSemaphore(int(config["MAX_CONCURRENT_TESTS"]))
 
 
 def smtp_options(config: Mapping[str, Any] | None = None) -> smtp.Options:
     """How to talk to SMTP servers, from the configuration (the current app's by default)."""
-    config = current_app.config if config is None else config
+    config = runtime.current().config if config is None else config
     try:
         tls_minimum = smtp.tls_version(str(config.get("SMTP_TLS_MINIMUM") or "TLSv1.2"))
     except ValueError as problem:
@@ -62,11 +62,12 @@ def smtp_options(config: Mapping[str, Any] | None = None) -> smtp.Options:
 def smtp_slot() -> Iterator[None]:
     """Hold one of the MAX_CONCURRENT_TESTS places for talking to SMTP servers (a test or a
     detect), or raise :class:`TooManyTestsError` at once when none is free."""
-    running: threading.BoundedSemaphore = current_app.extensions["settings_ui.running_tests"]
+    state = runtime.current()
+    running = state.running_tests
     # Each may wait SMTP_TIMEOUT on a silent server: past a few at once, the rest would hold
     # every worker thread, and the page and API would stop answering.
     if not running.acquire(blocking=False):
-        raise TooManyTestsError(retry_after=math.ceil(float(current_app.config["SMTP_TIMEOUT"])))
+        raise TooManyTestsError(retry_after=math.ceil(float(state.config["SMTP_TIMEOUT"])))
     try:
         yield
     finally:

@@ -121,3 +121,8 @@ def test_the_migration_commands_work_through_the_flask_cli(tmp_path: Path) -> No
     check = subprocess.run([*flask, "check"], cwd=PROJECT, env=environment, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert "No new upgrade operations detected" in check.stdout + check.stderr
+
+
+def test_the_revision_a_cheap_start_checks_for_is_the_newest_migration() -> None:
+    # sendmail and the app skip the migration tool when the database is at HEAD_REVISION.
+    assert ScriptDirectory(str(schema.MIGRATIONS_DIR)).get_current_head() == schema.HEAD_REVISION

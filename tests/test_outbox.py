@@ -32,8 +32,6 @@ RECIPIENT = "frank@example.net"
 MESSAGE = f"Subject: {SUBJECT}\nTo: {RECIPIENT}\n\nPlease find the invoice attached.\n".encode()
 TRY_LATER = "451 4.3.0 Try again later"
 
-_OUTBOX = outbox_message_table
-
 
 @pytest.fixture
 def app(tmp_path: Path, certificates: Certificates) -> Flask:
@@ -42,12 +40,14 @@ def app(tmp_path: Path, certificates: Certificates) -> Flask:
 
 def _rows(app: Flask) -> list[dict[str, Any]]:
     with app.app_context(), database.engine().connect() as connection:
-        return [dict(row) for row in connection.execute(select(_OUTBOX)).mappings()]
+        return [dict(row) for row in connection.execute(select(outbox_message_table)).mappings()]
 
 
 def _make_due(app: Flask) -> None:
     with app.app_context(), database.engine().begin() as connection:
-        connection.execute(update(_OUTBOX).values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1)))
+        connection.execute(
+            update(outbox_message_table).values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
 
 
 def _runner(app: Flask, *args: str) -> tuple[list[str], dict[str, str]]:
@@ -318,7 +318,7 @@ def test_a_runner_killed_mid_delivery_loses_nothing(app: Flask) -> None:
         runner.wait(timeout=10)
     (row,) = _rows(app)  # still there, claimed by a process that is gone
     with app.app_context(), database.engine().begin() as connection:  # the claim's lease runs out
-        connection.execute(update(_OUTBOX).values(claimed_until=datetime.now(UTC) - timedelta(seconds=1)))
+        connection.execute(update(outbox_message_table).values(claimed_until=datetime.now(UTC) - timedelta(seconds=1)))
     handler = RecordingHandler()
     with smtp_server(handler) as (port, _):
         configure(app, port)

@@ -3,14 +3,17 @@ an exit status. Against aiosmtpd servers that record what arrived."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
 from flask import Flask
+from sqlalchemy import create_engine
 
-from settings_ui import database
+from settings_ui import database, runtime, schema
 
 from .apps import make_app
 from .helpers import EXAMPLE_PASSWORD, SENDER, call, configure
@@ -224,3 +227,44 @@ def test_each_send_is_recorded_and_the_status_call_shows_it(app: Flask) -> None:
     # Another process's sends are in this app's metrics: they are counted in the database.
     metrics = app.test_client().get("/metrics").get_data(as_text=True)
     assert 'settings_ui_deliveries_total{failed_step="",outcome="sent",surface="sendmail"} 1.0' in metrics
+
+
+WEB_STACK = ("flask", "werkzeug", "jinja2", "wtforms", "flask_wtf", "alembic", "prometheus_client", "sqlalchemy.orm")
+"""What a message sent through sendmail does not pay to import: a process per message would."""
+
+
+def test_the_console_script_sends_without_loading_flask_the_web_parts_or_the_migration_tool(app: Flask) -> None:
+    script = Path(sys.executable).parent / "settings-ui-sendmail"
+    with smtp_server() as (port, handler):
+        configure(app, port)
+        result = sendmail(app, "erin@example.net", command=[sys.executable, "-X", "importtime", str(script)])
+    assert result.returncode == 0, result.stderr
+    assert handler.received[0].rcpt_tos == ["erin@example.net"]
+    imported = {line.rpartition("|")[2].strip() for line in result.stderr.decode().splitlines() if "|" in line}
+    assert "settings_ui.sending" in imported and "sqlalchemy" in imported  # the list is the real one
+    loaded = sorted(name for name in imported if name.startswith(WEB_STACK) or name.startswith("settings_ui.web"))
+    assert loaded == []
+
+
+def test_sendmail_on_a_new_instance_makes_its_database_and_says_the_settings_are_incomplete(tmp_path: Path) -> None:
+    instance = tmp_path / "new-instance"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
+    script = Path(sys.executable).parent / "settings-ui-sendmail"
+    result = subprocess.run(
+        [str(script), "-t"],
+        input=MESSAGE,
+        capture_output=True,
+        env=environment | {"SETTINGS_UI_INSTANCE_PATH": str(instance)},
+        timeout=60,
+    )
+    assert result.returncode == 78 and b"cannot send mail yet" in result.stderr
+    engine = create_engine(f"sqlite:///{instance / 'settings.db'}")
+    try:
+        assert schema.is_current(engine)
+    finally:
+        engine.dispose()
+
+
+def test_without_an_instance_path_sendmail_and_the_app_use_the_same_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SETTINGS_UI_INSTANCE_PATH", raising=False)
+    assert runtime.instance_folder() == Path(Flask("settings_ui").instance_path)

@@ -192,3 +192,19 @@ def test_the_installed_wheel_serves_the_page_and_api_and_sends_with_its_console_
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_installed_sendmail_finds_the_instance_folder_where_the_installed_app_does(
+    installed: Path, elsewhere: dict[str, str]
+) -> None:
+    cwd = elsewhere.pop("cwd")
+    del elsewhere["SETTINGS_UI_INSTANCE_PATH"]
+    compare = (
+        "import flask; from pathlib import Path; from settings_ui import runtime; "
+        "print(runtime.instance_folder(), Path(flask.Flask('settings_ui').instance_path))"
+    )
+    found = subprocess.run(
+        [str(installed / "python"), "-c", compare], cwd=cwd, env=elsewhere, capture_output=True, text=True, check=True
+    )
+    ours, flasks = found.stdout.split()
+    assert ours == flasks and ours.endswith("/var/settings_ui-instance")
