@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from . import database, runtime
 from .audit import as_utc
@@ -75,15 +75,11 @@ def bounced(report: Report, recipients: list[str], reason: str) -> None:
     _raise("bounced", None, report, recipients, f"A queued message bounced, {reason}")  # reason: no address
 
 
-def last_alert() -> LastAlert | None:
-    with database.engine().connect() as connection:
-        row = (
-            connection.execute(
-                select(alert_table).order_by(alert_table.c.created_at.desc(), alert_table.c.id.desc()).limit(1)
-            )
-            .mappings()
-            .first()
-        )
+_LAST = select(alert_table).order_by(alert_table.c.created_at.desc(), alert_table.c.id.desc()).limit(1)
+
+
+def last_alert(connection: Connection) -> LastAlert | None:
+    row = connection.execute(_LAST).mappings().first()
     if row is None:
         return None
     return LastAlert(row["event"], as_utc(row["created_at"]), row["delivered_at"] is not None, row["last_result"])

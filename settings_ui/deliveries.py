@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from sqlalchemy import Connection, delete, func, insert, select, true, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import database
@@ -134,42 +134,47 @@ def _prune(connection: Connection, now: datetime) -> None:
         connection.execute(delete(delivery_table).where(delivery_table.c.id <= cutoff))
 
 
-def status() -> Status:
+def _newest(condition: Any) -> Any:
+    return (
+        select(delivery_table)
+        .where(condition)
+        .order_by(delivery_table.c.at.desc(), delivery_table.c.id.desc())
+        .limit(1)
+    )
+
+
+# Built once: a statement built per call costs more than the query it runs.
+_REAL = delivery_table.c.surface != "test"
+_RECENT = delivery_table.c.at >= bindparam("since")
+_LAST_SENT = _newest(delivery_table.c.sent.is_(True))
+_LAST_FAILED = _newest(delivery_table.c.sent.is_(False))
+_LAST_REAL = _newest(_REAL)
+_COUNTS = select(delivery_table.c.sent, func.count()).where(_RECENT, _REAL).group_by(delivery_table.c.sent)
+_TESTS = select(func.count()).where(_RECENT, delivery_table.c.surface == "test")
+_FIRST_FAILURE = select(func.min(delivery_table.c.at)).where(
+    _REAL, delivery_table.c.sent.is_(False), delivery_table.c.at > bindparam("after")
+)
+_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def status(connection: Connection) -> Status:
     """The figures of the "Mail delivery" panel."""
-    now = datetime.now(UTC)
-    with database.engine().connect() as connection:
-        last_success = _last(connection, delivery_table.c.sent.is_(True))
-        last_failure = _last(connection, delivery_table.c.sent.is_(False))
-        real = delivery_table.c.surface != "test"
-        recent = delivery_table.c.at >= now - timedelta(hours=24)
-        counts: dict[bool, int] = dict(
-            connection.execute(
-                select(delivery_table.c.sent, func.count()).where(recent, real).group_by(delivery_table.c.sent)
-            ).all()
-        )
-        tests = connection.execute(select(func.count()).where(recent, delivery_table.c.surface == "test")).scalar_one()
-        last_real = _last(connection, real)
-        failing_since = None
-        if last_real is not None and not last_real._sent:
-            since = (delivery_table.c.at > last_success.at) if last_success else true()
-            first = connection.execute(
-                select(func.min(delivery_table.c.at)).where(real, delivery_table.c.sent.is_(False), since)
-            ).scalar()
-            failing_since = as_utc(first) if first else None
+    since = {"since": datetime.now(UTC) - timedelta(hours=24)}
+    last_success = _last(connection, _LAST_SENT)
+    last_failure = _last(connection, _LAST_FAILED)
+    counts: dict[bool, int] = dict(connection.execute(_COUNTS, since).all())
+    tests = connection.execute(_TESTS, since).scalar_one()
+    last_real = _last(connection, _LAST_REAL)
+    failing_since = None
+    if last_real is not None and not last_real._sent:
+        after = last_success.at if last_success else _NEVER
+        first = connection.execute(_FIRST_FAILURE, {"after": after}).scalar()
+        failing_since = as_utc(first) if first else None
     return Status(last_success, last_failure, counts.get(True, 0), counts.get(False, 0), int(tests), failing_since)
 
 
-def _last(connection: Connection, condition: Any) -> Outcome | None:
-    row = (
-        connection.execute(
-            select(delivery_table)
-            .where(condition)
-            .order_by(delivery_table.c.at.desc(), delivery_table.c.id.desc())
-            .limit(1)
-        )
-        .mappings()
-        .first()
-    )
+def _last(connection: Connection, newest: Any) -> Outcome | None:
+    row = connection.execute(newest).mappings().first()
     if row is None:
         return None
     return Outcome(

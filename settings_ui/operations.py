@@ -452,13 +452,12 @@ class PageState:
     sign_ins: tuple[Event, ...]
 
 
-def page_state(events: int = 10) -> PageState:
+def page_state(connection: Connection, events: int = 10) -> PageState:
     """The stored settings, whether the password can be used, and the newest ``events``
     changes and (folded) sign-ins."""
-    with database.engine().connect() as connection:
-        row = _read_row(connection)
-        changes = audit.recent_changes(connection, events)
-        sign_ins = audit.recent_sign_ins(connection, events)
+    row = _read_row(connection)
+    changes = audit.recent_changes(connection, events)
+    sign_ins = audit.recent_sign_ins(connection, events)
     return PageState(_settings_from(row), _password_problem(row["password_encrypted"]), tuple(changes), tuple(sign_ins))
 
 

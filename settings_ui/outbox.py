@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from . import alerts, audit, crypto, database, deliveries, runtime, smtp, targets
 from .audit import SYSTEM, as_utc
@@ -120,27 +120,28 @@ def queue(mail: smtp.Mail, report: smtp.Report, surface: str) -> int:
 
 
 def listing() -> Listing:
-    return Listing(messages())
-
-
-def messages() -> list[Queued]:
-    """Every queued message, the oldest first."""
     with database.engine().connect() as connection:
-        rows = connection.execute(
-            select(outbox_message_table).order_by(outbox_message_table.c.queued_at, outbox_message_table.c.id)
-        ).mappings()
-        return [
-            Queued(
-                row["id"],
-                as_utc(row["queued_at"]),
-                row["attempts"],
-                as_utc(row["next_attempt_at"]),
-                row["last_error"],
-                row["recipients"],
-                row["size"],
-            )
-            for row in rows
-        ]
+        return Listing(messages(connection))
+
+
+_IN_ORDER = select(outbox_message_table).order_by(outbox_message_table.c.queued_at, outbox_message_table.c.id)
+
+
+def messages(connection: Connection) -> list[Queued]:
+    """Every queued message, the oldest first."""
+    rows = connection.execute(_IN_ORDER).mappings()
+    return [
+        Queued(
+            row["id"],
+            as_utc(row["queued_at"]),
+            row["attempts"],
+            as_utc(row["next_attempt_at"]),
+            row["last_error"],
+            row["recipients"],
+            row["size"],
+        )
+        for row in rows
+    ]
 
 
 def deliver_due(stop: threading.Event | None = None) -> list[Attempt]:
@@ -157,7 +158,9 @@ def deliver_due(stop: threading.Event | None = None) -> list[Attempt]:
 def retry(message_id: int | None = None) -> Attempts:
     """Attempt now the message ``message_id``, or every queued one, due or not."""
     if message_id is None:
-        return Attempts([attempt for queued in messages() for attempt in retry(queued.id).attempts])
+        with database.engine().connect() as connection:
+            queued = messages(connection)
+        return Attempts([attempt for message in queued for attempt in retry(message.id).attempts])
     row = _claim(due_only=False, message_id=message_id)
     if row is not None:
         return Attempts([_attempt(row)])

@@ -45,7 +45,7 @@ def create_app(
     app.config["TRUSTED_HOSTS"] = None
     # The whole app is settings-ui's: a path it does not know gets its page and headers too.
     app.register_error_handler(HTTPException, web.problem_page)
-    app.after_request(web.headers.add_headers)
+    app.after_request(web.headers.add_headers_outside_the_blueprint)
     if app.config["PROXY_FIX"]:
         # Behind N reverse proxies: trust their X-Forwarded-For/-Proto/-Host/-Prefix, no more.
         hops = int(app.config["PROXY_FIX"])

@@ -17,6 +17,7 @@ import pytest
 from flask import Flask
 
 import settings_ui
+from settings_ui import alerts, database
 
 from .apps import make_app
 from .helpers import EXAMPLE_PASSWORD, call, configure
@@ -136,7 +137,6 @@ def test_a_slow_webhook_never_holds_up_a_send(app: Flask, webhook: Webhook) -> N
 def test_a_webhook_that_fails_is_tried_again_and_the_page_says_it_was_not_delivered(
     app: Flask, webhook: Webhook
 ) -> None:
-    from settings_ui import alerts
 
     webhook.status = 500
     with smtp_server(RecordingHandler(recipient_reply=TRY_LATER)) as (port, _):
@@ -146,8 +146,8 @@ def test_a_webhook_that_fails_is_tried_again_and_the_page_says_it_was_not_delive
     time.sleep(0.3)
     page = app.test_client().get("/").get_data(as_text=True)
     assert "not delivered" in page and "HTTP 500" in page
-    with app.app_context():
-        last = alerts.last_alert()
+    with app.app_context(), database.engine().connect() as connection:
+        last = alerts.last_alert(connection)
         assert last is not None and not last.delivered
 
 

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from .. import deliveries, detection, fields, operations, outbox, testmail
+from .. import database, deliveries, detection, fields, operations, outbox, testmail
 from ..errors import SettingsError
 from ..operations import BusySettingsError, StaleSettingsError
 from ..params import reject_unknown
@@ -152,7 +152,8 @@ def detect() -> Response:
 @bp.post("/status")
 def status() -> Response:
     _no_params()
-    return success_response(to_json(deliveries.status()))
+    with database.engine().connect() as connection:
+        return success_response(to_json(deliveries.status(connection)))
 
 
 @bp.post("/outbox")

@@ -52,6 +52,12 @@ def add_headers(response: Response) -> Response:
     return response
 
 
+def add_headers_outside_the_blueprint(response: Response) -> Response:
+    """The same headers for an app's answers outside settings-ui's blueprint (a 404 for a path it does
+    not know): for an app that is settings-ui alone. The blueprint's own answers have them already."""
+    return add_headers(response) if request.blueprint is None else response
+
+
 def host_is_trusted(host: str, trusted: Collection[str] | None) -> bool:
     """Whether ``host`` (a Host header, port optional) is one of ``trusted``, as Flask's
     ``TRUSTED_HOSTS`` reads: any port; a leading dot accepts subdomains; None accepts all.

@@ -13,7 +13,19 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 from werkzeug.wrappers import Response
 
-from .. import alerts, deliveries, detection, fields, operations, outbox, password_file, rules, targets, testmail
+from .. import (
+    alerts,
+    database,
+    deliveries,
+    detection,
+    fields,
+    operations,
+    outbox,
+    password_file,
+    rules,
+    targets,
+    testmail,
+)
 from ..configuration import as_set_here, set_with
 from ..errors import SettingsError
 from ..operations import Settings, StaleSettingsError
@@ -168,7 +180,11 @@ def _render(
     unsaved: bool = True,
 ) -> tuple[str, int]:
     """The settings page: ``form`` as submitted, or (None) a form filled with what is stored."""
-    state = operations.page_state(events=10)
+    with database.engine().connect() as connection:  # what the page shows, read on one connection
+        state = operations.page_state(connection, events=10)
+        delivery = deliveries.status(connection)
+        queued = outbox.messages(connection)
+        last_alert = alerts.last_alert(connection)
     form_shown = form or SettingsForm(formdata=None, data=_form_data(state.settings))
     return render_template(
         "settings_ui/settings.html",
@@ -177,9 +193,9 @@ def _render(
         problem=problem,
         password_problem=state.password_problem,
         password_file=password_file.configured(),
-        delivery=deliveries.status(),
-        queued=outbox.messages(),
-        last_alert=alerts.last_alert(),
+        delivery=delivery,
+        queued=queued,
+        last_alert=last_alert,
         password_file_problem=password_file.problem(),
         events=state.changes,
         sign_ins=state.sign_ins,
@@ -384,7 +400,8 @@ _OUTCOMES = {
 
 @bp.get("/outbox/drop/<int:message_id>")
 def confirm_drop(message_id: int) -> Response | tuple[str, int]:
-    queued = next((message for message in outbox.messages() if message.id == message_id), None)
+    with database.engine().connect() as connection:
+        queued = next((message for message in outbox.messages(connection) if message.id == message_id), None)
     if queued is None:
         flash(f"There is no message {message_id} in the outbox any more (sent, bounced or dropped).")
         return redirect(url_for(".settings_page", _anchor="outbox"), 303)
