@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from . import runtime
+
 DEFAULTS: dict[str, Any] = {
     "SMTP_TIMEOUT": 10,
     "SMTP_TLS_MINIMUM": "TLSv1.2",  # the oldest TLS version spoken to an SMTP server
@@ -38,17 +40,17 @@ _KEY = re.compile(r"\b(" + "|".join(sorted(KEYS, key=len, reverse=True)) + r")\b
 def as_set_here(text: str) -> str:
     """``text`` with each configuration key named as it is set in this app: the environment
     variable when the app reads one (``SETTINGS_UI_SMTP_CA_FILE``), else the key itself."""
-    from .runtime import current  # runtime reads this module
+    return named_with(runtime.current().environment_prefix, text)
 
-    prefix = current().environment_prefix
+
+def named_with(prefix: str, text: str) -> str:
+    """``text`` with each configuration key named as the variable ``prefix`` makes of it."""
     return _KEY.sub(lambda key: prefix + key.group(0), text) if prefix else text
 
 
 def set_with(key: str) -> str:
     """How an administrator sets ``key`` in this app, in a few words."""
-    from .runtime import current
-
-    prefix = current().environment_prefix
+    prefix = runtime.current().environment_prefix
     if prefix:
         return f"set with {prefix}{key} in the environment, or {key} in instance/config.py"
     return f"set with {key} in the application's configuration"

@@ -29,12 +29,19 @@ class UndecryptablePasswordError(Exception):
 def load_keys(config: Mapping[str, Any], instance_path: Path) -> list[str]:
     configured = config.get("SETTINGS_ENCRYPTION_KEY")
     if configured:
-        text = str(configured).replace(",", "\n")
+        text, source = str(configured).replace(",", "\n"), "SETTINGS_ENCRYPTION_KEY"
     else:
         text = read_or_create(key_file(instance_path), lambda: Fernet.generate_key().decode())
+        source = str(key_file(instance_path))
     keys = [line.strip() for line in text.splitlines() if line.strip()]
-    for key in keys:
-        Fernet(key)  # fails at start-up, not at the first save, on a malformed key
+    for number, key in enumerate(keys, 1):
+        try:
+            Fernet(key)  # fails at start-up, not at the first save, on a malformed key
+        except ValueError:
+            raise ValueError(
+                f"{source}: key {number} is not a Fernet key (32 url-safe base64-encoded bytes; "
+                "as cryptography's Fernet.generate_key() makes)"
+            ) from None
     return keys
 
 

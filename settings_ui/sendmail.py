@@ -15,9 +15,10 @@ from email.parser import BytesParser
 from typing import Any, NoReturn
 
 import click
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import alerts, runtime, sending
-from .configuration import as_set_here
+from .configuration import as_set_here, named_with
 
 # sendmail's exit statuses (sysexits.h), as programs that call sendmail expect them.
 EX_OK, EX_USAGE, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 69, 75, 78
@@ -101,5 +102,18 @@ def _exit(status: int, reason: str) -> NoReturn:
 
 def main() -> None:
     """The ``settings-ui-sendmail`` console script: the standalone app's sendmail."""
-    with runtime.using(runtime.standalone()):
+    try:
+        state = runtime.standalone()
+    except DBAPIError as problem:  # the database is down or refuses the connection: a later try may work
+        _refuse(EX_TEMPFAIL, f"The settings database cannot be reached ({type(problem.orig).__name__})")
+    except SQLAlchemyError as problem:  # only its type: the message may quote the database URL and its password
+        _refuse(EX_CONFIG, f"EMAIL_SETTINGS_DATABASE_URI cannot be used ({type(problem).__name__})")
+    except ValueError as problem:  # a configuration value settings-ui checks at start
+        _refuse(EX_CONFIG, f"The configuration cannot be used: {problem}")
+    with runtime.using(state):
         command.main(prog_name="settings-ui-sendmail")
+
+
+def _refuse(status: int, reason: str) -> NoReturn:
+    click.echo(named_with(runtime.ENVIRONMENT_PREFIX, f"{reason.rstrip('.')}: nothing was sent."), err=True)
+    sys.exit(status)

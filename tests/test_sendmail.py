@@ -268,3 +268,40 @@ def test_sendmail_on_a_new_instance_makes_its_database_and_says_the_settings_are
 def test_without_an_instance_path_sendmail_and_the_app_use_the_same_folder(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SETTINGS_UI_INSTANCE_PATH", raising=False)
     assert runtime.instance_folder() == Path(Flask("settings_ui").instance_path)
+
+
+def _standalone_sendmail(instance: Path, **config: str) -> subprocess.CompletedProcess[bytes]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_UI_")}
+    environment |= {"SETTINGS_UI_INSTANCE_PATH": str(instance)} | {f"SETTINGS_UI_{k}": v for k, v in config.items()}
+    script = Path(sys.executable).parent / "settings-ui-sendmail"
+    return subprocess.run([str(script), "-t"], input=MESSAGE, capture_output=True, env=environment, timeout=60)
+
+
+def test_sendmail_says_try_later_when_the_database_cannot_be_reached_and_never_shows_its_password(
+    tmp_path: Path,
+) -> None:
+    unreachable = f"postgresql+psycopg://mailer:db-secret-1@127.0.0.1:{free_port()}/settings"
+    result = _standalone_sendmail(tmp_path / "instance", EMAIL_SETTINGS_DATABASE_URI=unreachable)
+    stderr = result.stderr.decode()
+    assert result.returncode == 75, stderr
+    assert stderr.startswith("The settings database cannot be reached (OperationalError): nothing was sent.")
+    assert "db-secret-1" not in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ({"SMTP_TLS_MINIMUM": "TLSv9"}, "SETTINGS_UI_SMTP_TLS_MINIMUM must be one of"),
+        ({"SETTINGS_ENCRYPTION_KEY": "not-a-key"}, "SETTINGS_UI_SETTINGS_ENCRYPTION_KEY: key 1 is not a Fernet key"),
+        ({"EMAIL_SETTINGS_DATABASE_URI": "nonsense://user:db-secret-2@"}, "SETTINGS_UI_EMAIL_SETTINGS_DATABASE_URI"),
+    ],
+    ids=["tls-minimum", "encryption-key", "database-uri"],
+)
+def test_sendmail_names_a_configuration_it_cannot_use_and_exits_78(
+    tmp_path: Path, config: dict[str, str], said: str
+) -> None:
+    result = _standalone_sendmail(tmp_path / "instance", **config)
+    stderr = result.stderr.decode()
+    assert result.returncode == 78, stderr
+    assert said in stderr and stderr.rstrip().endswith("nothing was sent.")
+    assert "db-secret-2" not in stderr and "Traceback" not in stderr
