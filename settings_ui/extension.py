@@ -2,9 +2,9 @@
 
 It follows Flask-Mail's and Flask-Login's shape: created unbound or with the app, ``init_app``
 reads the app's configuration once and keeps its state (a :class:`~settings_ui.runtime.Runtime`)
-in ``app.extensions``. It mounts the page,
-the API, ``/metrics`` and the static files under ``url_prefix`` and leaves the rest of the app
-as it is: its sign-in, its sessions, its CSRF protection, its database and migrations.
+in ``app.extensions``. It mounts the page, the API, ``/metrics`` and the static files under
+``url_prefix`` and leaves the rest of the app as it is: its sign-in, its sessions, its CSRF
+protection, its database and migrations.
 """
 
 from __future__ import annotations

@@ -24,11 +24,11 @@ from .configuration import as_set_here, named_with
 EX_OK, EX_USAGE, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 69, 75, 78
 
 
-class SendmailUsageError(click.UsageError):
+class _SendmailUsageError(click.UsageError):
     exit_code = EX_USAGE
 
 
-class SendmailCommand(click.Command):
+class _SendmailCommand(click.Command):
     """A command line that sendmail's callers can read: a usage error exits 64, not click's 2."""
 
     def make_context(
@@ -37,10 +37,10 @@ class SendmailCommand(click.Command):
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as error:
-            raise SendmailUsageError(error.message, error.ctx) from None
+            raise _SendmailUsageError(error.message, error.ctx) from None
 
 
-@click.command("sendmail", cls=SendmailCommand, context_settings={"ignore_unknown_options": False})
+@click.command("sendmail", cls=_SendmailCommand, context_settings={"ignore_unknown_options": False})
 @click.option("-t", "from_headers", is_flag=True, help="take the recipients from To, Cc and Bcc (Bcc is removed)")
 @click.option("-f", "envelope_sender", metavar="ADDR", help="the envelope sender (default: from_email)")
 @click.option(
