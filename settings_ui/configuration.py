@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 from . import runtime
@@ -35,6 +37,14 @@ KEYS = frozenset(DEFAULTS) | {
 """Every configuration key settings-ui reads."""
 
 _KEY = re.compile(r"\b(" + "|".join(sorted(KEYS, key=len, reverse=True)) + r")\b")
+
+
+def apply_defaults(config: MutableMapping[str, Any], instance_path: Path) -> None:
+    """Give each of settings-ui's keys its default where ``config`` sets none (the database:
+    ``settings_ui.db`` in the instance folder)."""
+    for key, value in DEFAULTS.items():
+        config.setdefault(key, value)
+    config.setdefault("EMAIL_SETTINGS_DATABASE_URI", f"sqlite:///{instance_path / 'settings_ui.db'}")
 
 
 def as_set_here(text: str) -> str:

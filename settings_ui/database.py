@@ -2,8 +2,8 @@
 
 settings-ui may live inside a product that has its own Flask-SQLAlchemy (only one can be
 registered on an app) and its own Alembic history, so it keeps a plain SQLAlchemy engine on the
-app's runtime (``app.extensions``) and records its migrations in a version table of its own. Every query
-is a Core statement on a connection from :func:`engine`.
+app's runtime (``app.extensions``) and records its migrations in a version table of its own.
+Every query is a Core statement on a connection from :func:`engine`.
 """
 
 from __future__ import annotations
@@ -47,10 +47,7 @@ def connect(config: Mapping[str, Any], instance_path: Path) -> Engine:
 
 def engine() -> Engine:
     """The current app's settings-ui engine."""
-    found = runtime.current().engine
-    if found is None:
-        raise RuntimeError("settings-ui's database is not connected yet")
-    return found
+    return runtime.current().engine
 
 
 def state() -> str:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import commands, crypto, database, runtime, targets, web
-from .configuration import DEFAULTS
+from . import commands, runtime, web
+from .configuration import apply_defaults
 from .web.auth import Authorize
 
 
@@ -53,20 +53,8 @@ class EmailSettings:
     def init_app(self, app: Flask, *, url_prefix: str | None = None, authorize: Authorize | None = None) -> None:
         """Mount settings-ui in ``app``; the arguments override those given to the constructor."""
         prefix = self.url_prefix if url_prefix is None else url_prefix.rstrip("/")
-        for key, value in DEFAULTS.items():
-            app.config.setdefault(key, value)
-        default_database = f"sqlite:///{Path(app.instance_path) / 'settings_ui.db'}"
-        app.config.setdefault("EMAIL_SETTINGS_DATABASE_URI", default_database)
         instance = Path(app.instance_path)
-        state = runtime.Runtime(
-            config=app.config,
-            instance_path=instance,
-            environment_prefix=self.environment_prefix,
-            logger=app.logger,
-            cipher=crypto.cipher(app.config, instance),
-            running_tests=targets.places(app.config),
-        )
-        app.extensions["settings_ui"] = state
+        apply_defaults(app.config, instance)
         commands.init_app(app)
         web.init_app(app, url_prefix=prefix, authorize=authorize or self.authorize)
-        state.engine = database.connect(app.config, instance)
+        app.extensions["settings_ui"] = runtime.start(app.config, instance, self.environment_prefix, app.logger)

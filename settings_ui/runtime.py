@@ -57,8 +57,24 @@ class Runtime:
     """The keys of the stored secrets: the first encrypts, every one decrypts."""
     running_tests: threading.BoundedSemaphore
     """The MAX_CONCURRENT_TESTS places for talking to SMTP servers from the page and the API."""
-    engine: Engine | None = None
-    """Set once the database is connected and up to date."""
+    engine: Engine
+    """On the settings database, brought up to date."""
+
+
+def start(config: Mapping[str, Any], instance_path: Path, environment_prefix: str, logger: logging.Logger) -> Runtime:
+    """settings-ui's state on ``config`` (its defaults applied): the keys, the places for tests, and
+    the database connected and up to date. Raises ValueError for a value settings-ui cannot use."""
+    from . import crypto, database, targets
+
+    return Runtime(
+        config=config,
+        instance_path=instance_path,
+        environment_prefix=environment_prefix,
+        logger=logger,
+        cipher=crypto.cipher(config, instance_path),
+        running_tests=targets.places(config),
+        engine=database.connect(config, instance_path),
+    )
 
 
 _active: ContextVar[Runtime | None] = ContextVar("settings_ui_runtime", default=None)
@@ -99,6 +115,14 @@ def instance_folder(given: str | os.PathLike[str] | None = None) -> Path:
     return installed_under / "var" / "settings_ui-instance"
 
 
+def private_instance_folder(given: str | os.PathLike[str] | None = None) -> Path:
+    """:func:`instance_folder`, made if missing and kept to its owner (it holds keys and the database)."""
+    instance = instance_folder(given)
+    make_private_folder(instance)
+    tighten_folder(instance)
+    return instance
+
+
 def _installation_prefix(package_parent: Path) -> Path | None:
     """The prefix the package is installed under, as Flask finds it (``flask.sansio.scaffold.find_package``)."""
     prefix = Path(os.path.abspath(sys.prefix))
@@ -124,9 +148,8 @@ def read_configuration(
     config_file = instance / "config.py"
     if config_file.is_file():
         namespace: dict[str, Any] = {"__file__": str(config_file)}
-        exec(
-            compile(config_file.read_bytes(), str(config_file), "exec"), namespace
-        )  # the admin's own file, as Flask's from_pyfile runs it
+        # The admin's own file, run as Flask's from_pyfile runs it.
+        exec(compile(config_file.read_bytes(), str(config_file), "exec"), namespace)
         config.update({key: value for key, value in namespace.items() if key.isupper()})
         if readable_by_others(config_file):
             logger.warning(
@@ -159,20 +182,10 @@ def read_configuration(
 
 def standalone(instance_path: str | os.PathLike[str] | None = None) -> Runtime:
     """The standalone app's runtime, built without Flask: for sendmail, a process per message."""
-    from . import configuration, crypto, database, targets
+    from .configuration import apply_defaults
 
-    instance = instance_folder(instance_path)
-    make_private_folder(instance)
-    tighten_folder(instance)
+    instance = private_instance_folder(instance_path)
     logger = logging.getLogger("settings_ui")  # the standalone Flask app's logger has this name too
-    config = configuration.DEFAULTS | read_configuration(instance, logger)
-    state = Runtime(
-        config=config,
-        instance_path=instance,
-        environment_prefix=ENVIRONMENT_PREFIX,
-        logger=logger,
-        cipher=crypto.cipher(config, instance),
-        running_tests=targets.places(config),
-    )
-    state.engine = database.connect(config, instance)
-    return state
+    config = read_configuration(instance, logger)
+    apply_defaults(config, instance)
+    return start(config, instance, ENVIRONMENT_PREFIX, logger)

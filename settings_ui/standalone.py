@@ -14,8 +14,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import web
 from .extension import EmailSettings
-from .instance_files import make_private_folder, read_or_create, tighten_folder
-from .runtime import ENVIRONMENT_PREFIX, instance_folder, read_configuration
+from .instance_files import read_or_create
+from .runtime import ENVIRONMENT_PREFIX, private_instance_folder, read_configuration
 
 
 def create_app(
@@ -29,11 +29,9 @@ def create_app(
     """
     app = Flask(
         "settings_ui",
-        instance_path=str(instance_folder(instance_path)),
+        instance_path=str(private_instance_folder(instance_path)),
         static_folder=None,  # settings-ui's blueprint serves its own
     )
-    make_private_folder(Path(app.instance_path))
-    tighten_folder(Path(app.instance_path))
     app.config.from_mapping(read_configuration(Path(app.instance_path), app.logger, test_config))
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = read_or_create(
